@@ -1,0 +1,85 @@
+//! Analytics configuration: the `[analytics]` section of the Polis config file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Size of the tumbling event-time windows metrics are computed over.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long after a window's end late records are still waited for: the watermark is the
+    /// highest event time seen minus this.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// How much event time the in-memory hot store keeps.
+    #[serde(with = "humantime_serde")]
+    pub hot_retention: Duration,
+    /// Memory the hot store may use; the oldest buckets are evicted past it.
+    pub hot_memory: ByteSize,
+    /// A folder of extra metric definitions (`*.sql`) added to the shipped ones.
+    pub metrics_dir: Option<PathBuf>,
+    /// Longest an operator query may run.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// Memory one operator query may use.
+    pub query_memory: ByteSize,
+    /// Most rows one query may return.
+    pub max_result_rows: usize,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            window: Duration::from_secs(10),
+            allowed_lateness: Duration::from_secs(5),
+            hot_retention: Duration::from_secs(24 * 3600),
+            hot_memory: ByteSize::gib(2),
+            metrics_dir: None,
+            query_timeout: Duration::from_secs(30),
+            query_memory: ByteSize::mib(512),
+            max_result_rows: 100_000,
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    /// Every problem with the configuration, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.window < Duration::from_secs(1) || self.window.subsec_nanos() != 0 {
+            problems.push(format!(
+                "analytics.window = {:?}: use a whole number of seconds, at least 1s",
+                self.window
+            ));
+        }
+        if self.hot_retention < self.window {
+            problems.push("analytics.hot_retention is shorter than analytics.window: keep at least one window".to_string());
+        }
+        if self.hot_memory < ByteSize::mib(16) {
+            problems.push(format!(
+                "analytics.hot_memory = {} is too small: use at least 16 MiB",
+                self.hot_memory
+            ));
+        }
+        if self.query_timeout.is_zero() {
+            problems.push(
+                "analytics.query_timeout = 0s would cancel every query: use e.g. 30s".to_string(),
+            );
+        }
+        if self.query_memory < ByteSize::mib(1) {
+            problems.push(format!(
+                "analytics.query_memory = {} is too small: use at least 1 MiB",
+                self.query_memory
+            ));
+        }
+        if self.max_result_rows == 0 {
+            problems.push("analytics.max_result_rows = 0: use at least 1".to_string());
+        }
+        problems
+    }
+}

@@ -1,0 +1,42 @@
+//! Analytics errors: start-up problems, and SQL errors classified for HTTP status codes.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsError {
+    #[error("invalid analytics configuration: {0}")]
+    Config(String),
+    #[error("cannot read metric definitions in {path}: {source}")]
+    MetricsDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metric definition `{name}` is invalid: {reason}")]
+    MetricDefinition { name: String, reason: String },
+    #[error(transparent)]
+    Log(#[from] polis_broker::LogError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The query is wrong: bad syntax, unknown table or column, a write, …
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "the query ran longer than the limit of {0:?} (analytics.query_timeout) and was cancelled"
+    )]
+    Timeout(std::time::Duration),
+    #[error("the query needs more memory than the limit of {0} (analytics.query_memory): {1}")]
+    Memory(bytesize::ByteSize, String),
+    #[error(
+        "the result has more than {0} rows (analytics.max_result_rows): add a LIMIT or aggregate"
+    )]
+    TooManyRows(usize),
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,74 @@
+//! The Polis analytics tier: telemetry in, metrics and answers out.
+//!
+//! Data enters by following the log's topics ([`ingest`]): each record is decoded into Arrow
+//! ([`decode`]) and kept in a hot store of time buckets ([`store`]). Continuous metrics are SQL
+//! files ([`metrics`]) evaluated with DataFusion over each 10 s event-time window once the
+//! watermark (highest event time − allowed lateness) passes its end ([`windows`]); their rows
+//! leave on the `metrics` topic. Operators query every table with read-only SQL through
+//! [`SqlService`], served over HTTP by [`http::router`].
+
+mod config;
+mod decode;
+mod error;
+pub mod http;
+mod ingest;
+pub mod metrics;
+mod sql;
+mod store;
+mod windows;
+
+use std::sync::Arc;
+
+use polis_broker::LogClient;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::AnalyticsConfig;
+pub use error::{AnalyticsError, SqlError};
+pub use sql::SqlService;
+pub use store::HotStore;
+
+/// A running analytics tier.
+pub struct Analytics {
+    sql: SqlService,
+    tasks: JoinSet<()>,
+}
+
+impl Analytics {
+    /// Loads the metric definitions, catches up on the `metrics` topic (so no window is emitted
+    /// twice) and starts following the log.
+    pub async fn start(
+        config: AnalyticsConfig,
+        log: Arc<dyn LogClient>,
+        shutdown: CancellationToken,
+    ) -> Result<Analytics, AnalyticsError> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(AnalyticsError::Config(problems.join("; ")));
+        }
+        let definitions = metrics::load(config.metrics_dir.as_deref())?;
+        let store = Arc::new(HotStore::new(
+            config.window,
+            config.hot_retention,
+            config.hot_memory.as_u64() as usize,
+        ));
+        let tasks = ingest::start(&config, definitions, log, store.clone(), shutdown).await?;
+        Ok(Analytics {
+            sql: SqlService::new(store, &config),
+            tasks,
+        })
+    }
+
+    pub fn sql(&self) -> SqlService {
+        self.sql.clone()
+    }
+
+    /// Waits for every task to stop (after shutdown).
+    pub async fn join(mut self) {
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "an analytics task failed");
+            }
+        }
+    }
+}

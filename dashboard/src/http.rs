@@ -1,0 +1,127 @@
+//! The HTTP routes: the operator page, the WebSocket, the chart images and health.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::{Hub, ViewerLimit};
+use crate::state::FollowStats;
+use crate::websocket::serve_viewer;
+
+const PAGE: &str = include_str!("../assets/index.html");
+const STYLE: &str = include_str!("../assets/style.css");
+const SCRIPT: &str = include_str!("../assets/app.js");
+/// Largest message accepted from a viewer; viewers have nothing to say beyond Close and Ping.
+const MAX_VIEWER_MESSAGE: usize = 4096;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) stats: Arc<FollowStats>,
+    /// Viewer tasks, so shutdown can wait for their close handshakes.
+    pub(crate) viewers: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route(
+            "/assets/style.css",
+            get(|| asset("text/css; charset=utf-8", STYLE)),
+        )
+        .route(
+            "/assets/app.js",
+            get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
+        )
+        .route("/ws", get(websocket))
+        .route("/api/charts/:file", get(chart))
+        .route("/api/health", get(health))
+        .with_state(state)
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn websocket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    match app.hub.join() {
+        Ok((viewer, snapshot)) => {
+            let AppState {
+                viewers, shutdown, ..
+            } = app;
+            upgrade
+                .max_message_size(MAX_VIEWER_MESSAGE)
+                .on_upgrade(move |socket| {
+                    viewers.track_future(serve_viewer(socket, viewer, snapshot, shutdown))
+                })
+        }
+        Err(ViewerLimit(max)) => {
+            tracing::warn!(
+                max_viewers = max,
+                "refused a dashboard viewer beyond the limit"
+            );
+            refuse_viewer(max)
+        }
+    }
+}
+
+fn refuse_viewer(max: usize) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the dashboard already serves {max} viewers, its limit (dashboard.max_viewers); \
+             close another dashboard tab or try again later"
+        ),
+    )
+        .into_response()
+}
+
+async fn chart(State(app): State<AppState>, Path(file): Path<String>) -> Response {
+    match file
+        .strip_suffix(".svg")
+        .and_then(|domain| app.hub.chart(domain))
+    {
+        Some(svg) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            svg.to_string(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no chart `{file}`: the charts are traffic.svg, energy.svg and transport.svg"),
+        )
+            .into_response(),
+    }
+}
+
+async fn health(State(app): State<AppState>) -> Response {
+    axum::Json(json!({
+        "status": "ok",
+        "viewers": app.hub.viewers(),
+        "metrics_read": app.stats.metrics_read(),
+    }))
+    .into_response()
+}

@@ -1,0 +1,20 @@
+//! Gateway errors.
+
+use std::net::SocketAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid gateway configuration: {0}")]
+    Config(String),
+    #[error("cannot listen for MQTT on {addr} (gateway.mqtt_listen): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the MQTT listener on {0} did not start accepting connections")]
+    NotListening(SocketAddr),
+    #[error("the embedded MQTT server refused the gateway's local link: {0}")]
+    Link(String),
+    #[error("cannot start a gateway thread: {0}")]
+    Thread(std::io::Error),
+}

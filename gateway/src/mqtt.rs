@@ -1,0 +1,163 @@
+//! The adapter around rumqttd: the only code that knows it exists.
+//!
+//! rumqttd blocks in `start()` and has no shutdown API, so its threads live as long as the process.
+//! The gateway reads every device message through one local link subscribed to `city/#` before
+//! the listener opens (a publish that matches no subscription would be dropped). The link
+//! subscribes at QoS 0: rumqttd PUBACKs a device's QoS 1 publish once the message is in its
+//! in-memory log, so a crash of the process loses what the forwarder has not yet appended.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttd::local::{LinkError, LinkRx, LinkTx};
+use rumqttd::{Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+
+use crate::config::GatewayConfig;
+use crate::error::GatewayError;
+
+const LINK_ID: &str = "polis-gateway";
+const SEGMENT_COUNT: usize = 16;
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One device message as rumqttd forwarded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MqttMessage {
+    pub topic: String,
+    pub payload: Bytes,
+}
+
+/// What the local link yielded in one read.
+pub(crate) struct LinkBatch {
+    pub messages: Vec<MqttMessage>,
+    /// Messages rumqttd overwrote before they were read (gaps in its cursor).
+    pub overwritten: u64,
+}
+
+pub(crate) struct EmbeddedMqtt {
+    _link_tx: LinkTx,
+    link_rx: LinkRx,
+    last_cursor: Option<(u64, u64)>,
+}
+
+impl EmbeddedMqtt {
+    /// Starts rumqttd on `config.mqtt_listen` and returns once the listener accepts connections.
+    pub fn start(config: &GatewayConfig) -> Result<EmbeddedMqtt, GatewayError> {
+        let addr = config.mqtt_listen;
+        drop(TcpListener::bind(addr).map_err(|source| GatewayError::Bind { addr, source })?);
+        let mut broker = rumqttd::Broker::new(rumqttd_config(config));
+        let (mut link_tx, mut link_rx) = broker
+            .link(LINK_ID)
+            .map_err(|e| GatewayError::Link(e.to_string()))?;
+        link_tx
+            .subscribe(polis_telemetry::topics::MQTT_FILTER)
+            .map_err(|e| GatewayError::Link(e.to_string()))?;
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
+        match link_rx.recv_deadline(deadline) {
+            Ok(Some(Notification::DeviceAck(_))) => {}
+            other => {
+                return Err(GatewayError::Link(format!(
+                    "expected a subscription acknowledgement, got {other:?}"
+                )));
+            }
+        }
+        thread::Builder::new()
+            .name("rumqttd".into())
+            .spawn(move || {
+                if let Err(e) = broker.start() {
+                    tracing::error!(error = %e, "the embedded MQTT server stopped");
+                }
+            })
+            .map_err(GatewayError::Thread)?;
+        wait_until_listening(addr, deadline)?;
+        tracing::info!(%addr, "MQTT listener ready");
+        Ok(EmbeddedMqtt {
+            _link_tx: link_tx,
+            link_rx,
+            last_cursor: None,
+        })
+    }
+
+    /// Up to `max` messages, waiting until `deadline` for the first one.
+    pub fn next_batch(&mut self, max: usize, deadline: Instant) -> Result<LinkBatch, GatewayError> {
+        let mut batch = LinkBatch {
+            messages: Vec::new(),
+            overwritten: 0,
+        };
+        let mut wait_until = deadline;
+        while batch.messages.len() < max {
+            let notification = match self.link_rx.recv_deadline(wait_until) {
+                Ok(Some(n)) => n,
+                Ok(None) | Err(LinkError::RecvTimeout(_)) => break,
+                Err(e) => return Err(GatewayError::Link(e.to_string())),
+            };
+            match notification {
+                Notification::Forward(forward) => {
+                    if let (Some(cursor), Some(last)) = (forward.cursor, self.last_cursor)
+                        && cursor.0 == last.0
+                        && cursor.1 > last.1 + 1
+                    {
+                        batch.overwritten += cursor.1 - last.1 - 1;
+                    }
+                    self.last_cursor = forward.cursor.or(self.last_cursor);
+                    batch.messages.push(MqttMessage {
+                        topic: String::from_utf8_lossy(&forward.publish.topic).into_owned(),
+                        payload: forward.publish.payload,
+                    });
+                    // Once something has arrived, take only what is already waiting.
+                    wait_until = Instant::now();
+                }
+                Notification::Unschedule => {
+                    self.link_rx
+                        .ready()
+                        .map_err(|e| GatewayError::Link(e.to_string()))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(batch)
+    }
+}
+
+fn rumqttd_config(config: &GatewayConfig) -> Config {
+    let segment_size = (config.mqtt_buffer.as_u64() as usize / SEGMENT_COUNT).max(1024 * 1024);
+    let server = ServerSettings {
+        name: "polis-mqtt".into(),
+        listen: config.mqtt_listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: config.max_packet_size.as_u64() as usize,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    Config {
+        id: 0,
+        router: RouterConfig {
+            // The gateway's own local link counts as a connection too.
+            max_connections: config.max_connections + 1,
+            max_outgoing_packet_count: 200,
+            max_segment_size: segment_size,
+            max_segment_count: SEGMENT_COUNT,
+            ..RouterConfig::default()
+        },
+        v4: Some(HashMap::from([("polis".to_string(), server)])),
+        ..Config::default()
+    }
+}
+
+fn wait_until_listening(addr: SocketAddr, deadline: Instant) -> Result<(), GatewayError> {
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Err(GatewayError::NotListening(addr))
+}

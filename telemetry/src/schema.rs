@@ -1,0 +1,135 @@
+//! Arrow schemas of the SQL tables.
+//!
+//! `value_schema` is the shape of the JSON record values on a topic; `table_schema` adds the
+//! columns every table has: the log `_partition` and `_offset` of the row.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Column with the log partition a row was read from.
+pub const PARTITION_COLUMN: &str = "_partition";
+/// Column with the log offset of the row.
+pub const OFFSET_COLUMN: &str = "_offset";
+
+/// The SQL tables and the topic each is read from.
+pub const TABLES: [(&str, &str); 5] = [
+    ("traffic", crate::topics::TRAFFIC),
+    ("energy", crate::topics::ENERGY),
+    ("transport", crate::topics::TRANSPORT),
+    ("metrics", crate::topics::METRICS),
+    ("deadletter", crate::topics::DEADLETTER),
+];
+
+/// The event-time column of each table: what windows and time buckets are computed on.
+pub fn event_time_column(table: &str) -> &'static str {
+    match table {
+        "metrics" => "window_start",
+        "deadletter" => "received_at",
+        _ => "observed_at",
+    }
+}
+
+pub fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
+    Field::new(name, data_type, nullable)
+}
+
+/// Columns of a table's record values, or `None` for an unknown table.
+pub fn value_schema(table: &str) -> Option<SchemaRef> {
+    let ts = timestamp;
+    let fields = match table {
+        "traffic" => vec![
+            field("device_id", DataType::Utf8, false),
+            field("district", DataType::Utf8, false),
+            field("observed_at", ts(), false),
+            field("ingested_at", ts(), false),
+            field("lane_id", DataType::Int64, true),
+            field("vehicles", DataType::Int64, false),
+            field("occupancy_ratio", DataType::Float64, false),
+            field("average_speed_kmh", DataType::Float64, false),
+            field("congested", DataType::Boolean, true),
+        ],
+        "energy" => vec![
+            field("device_id", DataType::Utf8, false),
+            field("district", DataType::Utf8, false),
+            field("observed_at", ts(), false),
+            field("ingested_at", ts(), false),
+            field("active_power_kw", DataType::Float64, false),
+            field("energy_import_kwh", DataType::Float64, true),
+            field("voltage_v", DataType::Float64, false),
+            field("current_a", DataType::Float64, true),
+            field("power_factor", DataType::Float64, true),
+        ],
+        "transport" => vec![
+            field("device_id", DataType::Utf8, false),
+            field("district", DataType::Utf8, false),
+            field("observed_at", ts(), false),
+            field("ingested_at", ts(), false),
+            field("route_id", DataType::Utf8, false),
+            field("latitude_deg", DataType::Float64, false),
+            field("longitude_deg", DataType::Float64, false),
+            field("speed_kmh", DataType::Float64, false),
+            field("bearing_deg", DataType::Float64, true),
+            field("service_status", DataType::Utf8, true),
+            field("delay_s", DataType::Float64, false),
+            field("occupancy_ratio", DataType::Float64, true),
+        ],
+        "metrics" => vec![
+            field("metric", DataType::Utf8, false),
+            field("entity_kind", DataType::Utf8, false),
+            field("entity", DataType::Utf8, false),
+            field("window_start", ts(), false),
+            field("window_end", ts(), false),
+            field("value", DataType::Float64, false),
+            field("revision", DataType::UInt32, false),
+            field("emitted_at", ts(), false),
+        ],
+        "deadletter" => vec![
+            field("device_id", DataType::Utf8, true),
+            field("mqtt_topic", DataType::Utf8, false),
+            field("client_id", DataType::Utf8, true),
+            field("reason", DataType::Utf8, false),
+            field("detail", DataType::Utf8, false),
+            field("received_at", ts(), false),
+            field("payload", DataType::Binary, false),
+            field("payload_text", DataType::Utf8, true),
+        ],
+        _ => return None,
+    };
+    Some(Arc::new(Schema::new(fields)))
+}
+
+/// A table's full schema: the value columns then `_partition` and `_offset`.
+pub fn table_schema(table: &str) -> Option<SchemaRef> {
+    let values = value_schema(table)?;
+    let mut fields: Vec<Field> = values.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(field(PARTITION_COLUMN, DataType::Int32, false));
+    fields.push(field(OFFSET_COLUMN, DataType::Int64, false));
+    Some(Arc::new(Schema::new(fields)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_has_a_schema_with_system_columns_and_its_event_time() {
+        for (table, _) in TABLES {
+            let schema = table_schema(table).unwrap();
+            assert!(schema.field_with_name(PARTITION_COLUMN).is_ok());
+            assert!(schema.field_with_name(OFFSET_COLUMN).is_ok());
+            assert_eq!(
+                schema
+                    .field_with_name(event_time_column(table))
+                    .unwrap()
+                    .data_type(),
+                &timestamp()
+            );
+        }
+        assert!(table_schema("nope").is_none());
+    }
+}
