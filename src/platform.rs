@@ -87,7 +87,15 @@ impl Platform {
             }
         });
         let gateway_token = CancellationToken::new();
-        let gateway = Gateway::start(config.gateway.clone(), log.clone(), gateway_token.clone())?;
+        let gateway =
+            match Gateway::start(config.gateway.clone(), log.clone(), gateway_token.clone()) {
+                Ok(gateway) => gateway,
+                Err(e) => {
+                    dashboard_token.cancel();
+                    analytics_token.cancel();
+                    return Err(e.into());
+                }
+            };
         Ok(Platform {
             mqtt_addr: config.gateway.mqtt_listen,
             http_addr,

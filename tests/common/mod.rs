@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests: free ports, a test configuration, SQL over HTTP, and
-//! waiting for a condition with a deadline.
+//! waiting for a condition with a deadline. Each test binary uses only some of them.
+#![allow(dead_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;
