@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use (none yet beyond the Rust toolchain and gcc the machine has).
-packages=()
+# Debian packages the tests use beyond the Rust toolchain and gcc the machine has.
+packages=(postgresql-client) # psql, in tests/sql_clients.rs
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use polis::{Platform, PolisConfig};
+use polis_gateway::devices::{DeviceRegistry, NewDevice, render_table, secret};
+use polis_telemetry::DeviceKind;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -71,6 +73,51 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Register, list and remove the devices allowed to connect over MQTT. A running platform
+    /// sees every change at the next connection attempt.
+    Devices {
+        /// Where data is kept, devices.json included (overrides `data_dir`).
+        #[arg(long, env = "POLIS_DATA_DIR", global = true)]
+        data_dir: Option<PathBuf>,
+        /// A TOML configuration file (see `polis config default`).
+        #[arg(long, env = "POLIS_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Register a device; a generated secret is printed this once and never again.
+    Add {
+        /// The device id: its MQTT client id and user name, and the last level of its topics
+        /// (1-64 characters of A-Z, a-z, 0-9, '-' or '_').
+        id: String,
+        /// traffic, energy or transport.
+        #[arg(long)]
+        kind: DeviceKind,
+        /// The district it belongs to, as in its topics.
+        #[arg(long)]
+        district: String,
+        /// Its secret, 16-256 characters (it stays in your shell history). Omit it to have a
+        /// random one generated.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Show the registered devices (their secrets are never shown or stored).
+    List,
+    /// Unregister a device: its next connection attempt is refused.
+    Remove {
+        /// The device id.
+        id: String,
+    },
+    /// Register every device of a CSV file with the columns id,kind,district,secret (header
+    /// line first). If any row is bad, every bad row is reported and nothing is registered.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -90,7 +137,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("POLIS_LOG")
-                .unwrap_or_else(|_| "info,rumqttd=warn".into()),
+                .unwrap_or_else(|_| "info,rumqttd=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -157,7 +204,67 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print!("{}", PolisConfig::default().to_toml());
             Ok(())
         }
+        Command::Devices {
+            data_dir,
+            config,
+            command,
+        } => {
+            let config = load_config(config, data_dir)?;
+            devices(DeviceRegistry::in_data_dir(&config.data_dir), command)
+        }
     }
+}
+
+fn devices(registry: DeviceRegistry, command: DevicesCommand) -> anyhow::Result<()> {
+    match command {
+        DevicesCommand::Add {
+            id,
+            kind,
+            district,
+            secret: given,
+        } => {
+            let generated = given.is_none().then(secret::generate);
+            let secret = given.or_else(|| generated.clone()).unwrap_or_default();
+            let device = registry.add(NewDevice {
+                id,
+                kind,
+                district,
+                secret,
+            })?;
+            println!(
+                "registered {} ({}, {}) in {}",
+                device.id,
+                device.kind,
+                device.district,
+                registry.path().display()
+            );
+            if let Some(secret) = generated {
+                println!("secret: {secret}");
+                println!(
+                    "(shown only now: configure the device with it; Polis keeps only its hash)"
+                );
+            }
+        }
+        DevicesCommand::List => print!("{}", render_table(&registry.load()?)),
+        DevicesCommand::Remove { id } => {
+            registry.remove(&id)?;
+            println!("removed {id}");
+        }
+        DevicesCommand::Import { file } => {
+            let count = registry.import_csv(&file)?;
+            println!("registered {count} devices from {}", file.display());
+        }
+    }
+    Ok(())
+}
+
+/// The configuration from `file` (or the defaults), with `data_dir` overriding its data dir.
+fn load_config(file: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<PolisConfig> {
+    let mut config = PolisConfig::load(file.as_deref())?;
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    Ok(config)
 }
 
 async fn up(
@@ -165,11 +272,12 @@ async fn up(
     data_dir: Option<PathBuf>,
     config_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut config = PolisConfig::load(config_file.as_deref())?;
-    if let Some(dir) = data_dir {
-        config.data_dir = dir;
-    }
-    let simulate = config.simulate.clone();
+    let config = load_config(config_file, data_dir)?;
+    let simulate = if demo {
+        polis::platform::provision_demo(&config)?
+    } else {
+        config.simulate.clone()
+    };
     let platform = Platform::start(config.clone()).await?;
     println!("Polis is up. Data in {}", config.data_dir.display());
     println!("  dashboard   http://{}/", platform.http_addr());
@@ -180,6 +288,11 @@ async fn up(
     println!(
         "  MQTT        mqtt://{}   topics city/{{district}}/{{traffic|energy|transport}}/{{device_id}}",
         platform.mqtt_addr()
+    );
+    println!(
+        "  Kafka       {}   (kcat -b {} -L)",
+        platform.kafka_addr(),
+        platform.kafka_addr()
     );
     let shutdown = CancellationToken::new();
     let simulators = demo.then(|| {
@@ -236,4 +349,80 @@ fn parse_mqtt_url(url: &str) -> anyhow::Result<(String, u16)> {
         "`{url}` has no host: use mqtt://HOST:PORT"
     );
     Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_devices_commands() {
+        let cli = Cli::try_parse_from([
+            "polis",
+            "devices",
+            "add",
+            "tc-42",
+            "--kind",
+            "traffic",
+            "--district",
+            "harbour",
+            "--data-dir",
+            "/tmp/polis",
+        ])
+        .unwrap();
+        let Command::Devices {
+            data_dir,
+            command:
+                DevicesCommand::Add {
+                    id,
+                    kind,
+                    district,
+                    secret,
+                },
+            ..
+        } = cli.command
+        else {
+            panic!("not `devices add`");
+        };
+        assert_eq!(
+            data_dir.as_deref(),
+            Some(std::path::Path::new("/tmp/polis"))
+        );
+        assert_eq!(
+            (id.as_str(), kind, district.as_str()),
+            ("tc-42", DeviceKind::Traffic, "harbour")
+        );
+        assert_eq!(secret, None);
+
+        let err = Cli::try_parse_from([
+            "polis",
+            "devices",
+            "add",
+            "w-1",
+            "--kind",
+            "water",
+            "--district",
+            "x",
+        ])
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("expected traffic, energy or transport"),
+            "{err}"
+        );
+        assert!(matches!(
+            Cli::try_parse_from(["polis", "devices", "import", "fleet.csv"])
+                .unwrap()
+                .command,
+            Command::Devices {
+                command: DevicesCommand::Import { .. },
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["polis", "devices", "remove"]).is_err(),
+            "an id is required"
+        );
+    }
 }

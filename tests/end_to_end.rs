@@ -11,13 +11,22 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::{count, eventually, sql, test_config};
 use futures::StreamExt;
-use polis::Platform;
+use polis::{Platform, PolisConfig};
 use polis_telemetry::fiware::{AcMeasurement, GeoPoint, PhaseValues, TrafficFlowObserved, Vehicle};
 use polis_telemetry::reading::format_time;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// One client publishes for many device ids and to malformed topics (to check dead-lettering),
+/// which no device login is for: device authentication is off here, and tests/device_auth.rs
+/// tests it.
+fn anonymous_config(dir: &std::path::Path) -> PolisConfig {
+    let mut config = test_config(dir);
+    config.gateway.allow_anonymous = true;
+    config
+}
 
 /// One message the test publishes, and where it must end up.
 struct Message {
@@ -234,7 +243,7 @@ fn assert_close(actual: f64, expected: f64, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn devices_reach_the_dashboard_and_sql_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::start(test_config(dir.path())).await.unwrap();
+    let platform = Platform::start(anonymous_config(dir.path())).await.unwrap();
     let http = platform.http_addr();
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
         .await
@@ -423,7 +432,7 @@ async fn devices_reach_the_dashboard_and_sql_and_survive_a_restart() {
     );
 
     // A restart on the same data dir keeps every record and emits no window twice.
-    let config = test_config(dir.path());
+    let config = anonymous_config(dir.path());
     drop(viewer);
     platform.shutdown().await;
     let platform = Platform::start(config).await.unwrap();

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::{count, eventually, sql, test_config};
 use polis::Platform;
+use polis_gateway::DeviceRegistry;
 use polis_simulators::SimulatorConfig;
+use polis_telemetry::DeviceTopic;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -16,6 +18,7 @@ async fn a_simulated_city_flows_into_metrics_without_loss() {
     let mut config = test_config(dir.path());
     config.analytics.window = Duration::from_secs(2);
     config.analytics.allowed_lateness = Duration::from_secs(1);
+    let registry = DeviceRegistry::in_data_dir(&config.data_dir);
     let platform = Platform::start(config).await.unwrap();
     let http = platform.http_addr();
 
@@ -27,8 +30,17 @@ async fn a_simulated_city_flows_into_metrics_without_loss() {
         vehicles: 6,
         interval: Duration::from_millis(200),
         connect_per_second: 1_000,
+        password: Some("the-simulated-fleet-secret".into()),
         ..SimulatorConfig::default()
     };
+    // Every simulated device logs in as itself with the shared secret.
+    let fleet: Vec<DeviceTopic> = polis_simulators::fleet(&simulators)
+        .into_iter()
+        .map(|mut device| device.next(chrono::Utc::now()).0)
+        .collect();
+    registry
+        .provision(&fleet, simulators.password.as_deref().unwrap())
+        .unwrap();
     let stop = CancellationToken::new();
     let running = tokio::spawn(polis_simulators::run(simulators, stop.clone()));
 
@@ -70,6 +82,7 @@ async fn a_simulated_city_flows_into_metrics_without_loss() {
     })
     .await;
     assert_eq!(stats.dead_lettered(), 0, "every simulated reading is valid");
+    assert!(stats.authenticated() >= fleet.len() as u64);
     assert_eq!(count(http, "SELECT count(*) AS n FROM deadletter").await, 0);
     platform.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! Analytics configuration: the `[analytics]` section of the Polis config file.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,6 +31,16 @@ pub struct AnalyticsConfig {
     pub query_memory: ByteSize,
     /// Most rows one query may return.
     pub max_result_rows: usize,
+    /// Threads of the runtime that runs queries, kept apart from the network I/O runtime so a
+    /// heavy query cannot starve connections.
+    pub query_threads: usize,
+    /// Where the PostgreSQL wire protocol listens (psql, Grafana); database and user `polis`.
+    pub pg_listen: SocketAddr,
+    /// The password PostgreSQL clients from other hosts must give (sent in cleartext: use a
+    /// trusted network). Loopback clients are let in without one. Unset: only loopback clients.
+    pub pg_password: Option<String>,
+    /// Most PostgreSQL connections open at once; more are refused with an error.
+    pub pg_max_connections: usize,
 }
 
 impl Default for AnalyticsConfig {
@@ -43,6 +54,10 @@ impl Default for AnalyticsConfig {
             query_timeout: Duration::from_secs(30),
             query_memory: ByteSize::mib(512),
             max_result_rows: 100_000,
+            query_threads: 2,
+            pg_listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
+            pg_password: None,
+            pg_max_connections: 64,
         }
     }
 }
@@ -80,6 +95,65 @@ impl AnalyticsConfig {
         if self.max_result_rows == 0 {
             problems.push("analytics.max_result_rows = 0: use at least 1".to_string());
         }
+        if self.query_threads == 0 {
+            problems.push("analytics.query_threads = 0: use at least 1, e.g. 2".to_string());
+        }
+        if self.pg_max_connections == 0 {
+            problems.push(
+                "analytics.pg_max_connections = 0 would refuse every client: use e.g. 64"
+                    .to_string(),
+            );
+        }
+        if self.pg_password.as_deref() == Some("") {
+            problems.push(
+                "analytics.pg_password is empty: give a password or remove the key".to_string(),
+            );
+        }
+        if !self.pg_listen.ip().is_loopback() && self.pg_password.is_none() {
+            problems.push(format!(
+                "analytics.pg_listen = {} accepts other hosts, who need a password: set analytics.pg_password",
+                self.pg_listen
+            ));
+        }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_run_and_bad_sql_settings_name_their_keys() {
+        assert!(AnalyticsConfig::default().problems().is_empty());
+        let bad = AnalyticsConfig {
+            query_threads: 0,
+            pg_max_connections: 0,
+            pg_listen: SocketAddr::from(([0, 0, 0, 0], 5433)),
+            ..AnalyticsConfig::default()
+        };
+        let problems = bad.problems().join("\n");
+        for key in [
+            "analytics.query_threads",
+            "analytics.pg_max_connections",
+            "analytics.pg_listen = 0.0.0.0:5433 accepts other hosts",
+        ] {
+            assert!(problems.contains(key), "{key} missing from:\n{problems}");
+        }
+        let remote_with_password = AnalyticsConfig {
+            pg_password: Some("s3cret".into()),
+            ..bad.clone()
+        };
+        assert!(
+            !remote_with_password
+                .problems()
+                .join("\n")
+                .contains("pg_listen")
+        );
+        let empty_password = AnalyticsConfig {
+            pg_password: Some(String::new()),
+            ..AnalyticsConfig::default()
+        };
+        assert!(empty_password.problems()[0].contains("analytics.pg_password is empty"));
     }
 }

@@ -19,14 +19,24 @@ pub enum AnalyticsError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(
+        "cannot start the query runtime of {threads} threads (analytics.query_threads): {source}"
+    )]
+    QueryRuntime {
+        threads: usize,
+        source: std::io::Error,
+    },
 }
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
-    /// The query is wrong: bad syntax, unknown table or column, a write, …
+    /// The query is wrong: bad syntax, unknown table or column, …
     #[error("{0}")]
     Invalid(String),
+    /// The statement would change something.
+    #[error("{0} is refused: Polis SQL is read-only: use SELECT, WITH, SHOW or EXPLAIN")]
+    ReadOnly(String),
     #[error(
         "the query ran longer than the limit of {0:?} (analytics.query_timeout) and was cancelled"
     )]

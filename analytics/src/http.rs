@@ -1,15 +1,17 @@
-//! The SQL endpoint: `POST /api/sql` with the statement as the body, answered with a JSON array
-//! of row objects (every column present, nulls as `null`) or `{"error": "…"}`.
+//! The SQL endpoint: `POST /api/sql` with the statement as the body, answered in the format
+//! chosen by `?format=json|csv|ndjson|arrow` or the `Accept` header ([`crate::format`]); JSON by
+//! default, an array of row objects with every column present and nulls as `null`. Errors are
+//! always `{"error": "…"}`.
 
-use arrow::array::RecordBatch;
-use arrow::json::writer::{JsonArray, WriterBuilder};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde::Deserialize;
 
 use crate::error::SqlError;
+use crate::format::{Format, FormatError};
 use crate::sql::SqlService;
 
 /// Routes of the SQL API, to merge into the HTTP server.
@@ -19,7 +21,28 @@ pub fn router(sql: SqlService) -> Router {
         .with_state(sql)
 }
 
-async fn run_sql(State(sql): State<SqlService>, body: String) -> Response {
+#[derive(Deserialize)]
+struct Params {
+    format: Option<String>,
+}
+
+async fn run_sql(
+    State(sql): State<SqlService>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = match Format::choose(params.format.as_deref(), accept) {
+        Ok(format) => format,
+        Err(e) => {
+            let status = match e {
+                FormatError::UnknownName(_) => StatusCode::BAD_REQUEST,
+                FormatError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            };
+            return error(status, &e.to_string());
+        }
+    };
     if body.trim().is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -27,16 +50,18 @@ async fn run_sql(State(sql): State<SqlService>, body: String) -> Response {
         );
     }
     match sql.query(&body).await {
-        Ok(result) => match to_json(&result.batches) {
-            Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(result) => match format.encode(&result) {
+            Ok(bytes) => ([(header::CONTENT_TYPE, format.media_type())], bytes).into_response(),
             Err(e) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("cannot encode the result as JSON: {e}"),
+                &format!("cannot encode the result as {}: {e}", format.name()),
             ),
         },
         Err(e) => {
             let status = match e {
-                SqlError::Invalid(_) | SqlError::TooManyRows(_) => StatusCode::BAD_REQUEST,
+                SqlError::Invalid(_) | SqlError::ReadOnly(_) | SqlError::TooManyRows(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 SqlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 SqlError::Memory(..) => StatusCode::INSUFFICIENT_STORAGE,
                 SqlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -44,19 +69,6 @@ async fn run_sql(State(sql): State<SqlService>, body: String) -> Response {
             error(status, &e.to_string())
         }
     }
-}
-
-fn to_json(batches: &[RecordBatch]) -> Result<Vec<u8>, arrow::error::ArrowError> {
-    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
-    if batches.is_empty() {
-        return Ok(b"[]".to_vec());
-    }
-    let mut writer = WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, JsonArray>(Vec::new());
-    writer.write_batches(&batches)?;
-    writer.finish()?;
-    Ok(writer.into_inner())
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

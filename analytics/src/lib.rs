@@ -4,16 +4,23 @@
 //! ([`decode`]) and kept in a hot store of time buckets ([`store`]). Continuous metrics are SQL
 //! files ([`metrics`]) evaluated with DataFusion over each 10 s event-time window once the
 //! watermark (highest event time − allowed lateness) passes its end ([`windows`]); their rows
-//! leave on the `metrics` topic. Operators query every table with read-only SQL through
-//! [`SqlService`], served over HTTP by [`http::router`].
+//! leave on the `metrics` topic. Operators query every table ([`catalog`]) with read-only SQL
+//! through [`SqlService`], which runs plans on a runtime of their own ([`cpu`]); it is served
+//! over HTTP by [`http::router`] in several [`format`]s and over the PostgreSQL wire protocol by
+//! [`pg::PgServer`].
 
+mod catalog;
 mod config;
+mod cpu;
 mod decode;
 mod error;
+mod format;
 pub mod http;
 mod ingest;
 pub mod metrics;
+pub mod pg;
 mod sql;
+mod stop;
 mod store;
 mod windows;
 
@@ -52,11 +59,9 @@ impl Analytics {
             config.hot_retention,
             config.hot_memory.as_u64() as usize,
         ));
-        let tasks = ingest::start(&config, definitions, log, store.clone(), shutdown).await?;
-        Ok(Analytics {
-            sql: SqlService::new(store, &config),
-            tasks,
-        })
+        let sql = SqlService::new(store.clone(), &config)?;
+        let tasks = ingest::start(&config, definitions, log, store, shutdown).await?;
+        Ok(Analytics { sql, tasks })
     }
 
     pub fn sql(&self) -> SqlService {

@@ -87,10 +87,9 @@ pub fn encode(base_offset: i64, records: &[Record]) -> Bytes {
     buf.freeze()
 }
 
-/// Reads the header of the batch at the start of `buf` and checks its size, magic and CRC.
-///
-/// Returns `Ok(None)` when `buf` holds only part of a batch (a torn write at the end of a file).
-pub fn check(buf: &[u8]) -> Result<Option<BatchInfo>, LogError> {
+/// Reads a batch header (the first [`HEADER_LEN`] bytes of `buf`) and checks its length and magic,
+/// without touching the records. Returns `Ok(None)` when `buf` is shorter than a header.
+pub fn parse_header(buf: &[u8]) -> Result<Option<BatchInfo>, LogError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -100,26 +99,15 @@ pub fn check(buf: &[u8]) -> Result<Option<BatchInfo>, LogError> {
             "batch length {batch_length} is shorter than a batch header"
         )));
     }
-    let size = LOG_OVERHEAD + batch_length as usize;
-    if buf.len() < size {
-        return Ok(None);
-    }
     let magic = buf[16] as i8;
     if magic != MAGIC {
         return Err(LogError::CorruptBatch(format!(
             "magic byte is {magic}; only record batch v2 (magic 2) is stored"
         )));
     }
-    let stored_crc = u32::from_be_bytes(buf[17..21].try_into().expect("4 bytes"));
-    let crc = crc32c::crc32c(&buf[CRC_START..size]);
-    if stored_crc != crc {
-        return Err(LogError::CorruptBatch(format!(
-            "CRC-32C mismatch: header says {stored_crc:#010x}, data is {crc:#010x}"
-        )));
-    }
     let info = BatchInfo {
         base_offset: i64::from_be_bytes(buf[0..8].try_into().expect("8 bytes")),
-        size,
+        size: LOG_OVERHEAD + batch_length as usize,
         last_offset_delta: i32::from_be_bytes(buf[23..27].try_into().expect("4 bytes")),
         max_timestamp: i64::from_be_bytes(buf[35..43].try_into().expect("8 bytes")),
         record_count: i32::from_be_bytes(buf[57..61].try_into().expect("4 bytes")),
@@ -132,16 +120,32 @@ pub fn check(buf: &[u8]) -> Result<Option<BatchInfo>, LogError> {
     Ok(Some(info))
 }
 
+/// Reads the header of the batch at the start of `buf` and checks its size, magic and CRC.
+///
+/// Returns `Ok(None)` when `buf` holds only part of a batch (a torn write at the end of a file).
+pub fn check(buf: &[u8]) -> Result<Option<BatchInfo>, LogError> {
+    let Some(info) = parse_header(buf)? else {
+        return Ok(None);
+    };
+    if buf.len() < info.size {
+        return Ok(None);
+    }
+    let stored_crc = u32::from_be_bytes(buf[17..21].try_into().expect("4 bytes"));
+    let crc = crc32c::crc32c(&buf[CRC_START..info.size]);
+    if stored_crc != crc {
+        return Err(LogError::CorruptBatch(format!(
+            "CRC-32C mismatch: header says {stored_crc:#010x}, data is {crc:#010x}"
+        )));
+    }
+    Ok(Some(info))
+}
+
 /// Decodes every record of one complete, checked batch.
 pub fn decode(batch: &Bytes) -> Result<Vec<StoredRecord>, LogError> {
     let info = check(batch)?.ok_or_else(|| LogError::CorruptBatch("truncated batch".into()))?;
     let attributes = i16::from_be_bytes(batch[21..23].try_into().expect("2 bytes"));
     if attributes & COMPRESSION_MASK != 0 {
-        return Err(LogError::CorruptBatch(format!(
-            "batch at offset {} is compressed (codec {}); compressed batches are not decoded yet",
-            info.base_offset,
-            attributes & COMPRESSION_MASK
-        )));
+        return decode_compressed(batch);
     }
     let base_timestamp = i64::from_be_bytes(batch[27..35].try_into().expect("8 bytes"));
     let mut cursor = Cursor {
@@ -181,6 +185,31 @@ pub fn decode(batch: &Bytes) -> Result<Vec<StoredRecord>, LogError> {
         });
     }
     Ok(records)
+}
+
+/// Decodes a batch a producer compressed (gzip, snappy, lz4 or zstd), skipping control records.
+fn decode_compressed(batch: &Bytes) -> Result<Vec<StoredRecord>, LogError> {
+    let mut buf = batch.clone();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+        .map_err(|e| LogError::CorruptBatch(format!("cannot decompress the batch: {e}")))?;
+    Ok(set
+        .records
+        .into_iter()
+        .filter(|r| !r.control)
+        .map(|r| StoredRecord {
+            offset: r.offset,
+            record: Record {
+                key: r.key,
+                value: r.value.unwrap_or_default(),
+                timestamp_ms: r.timestamp,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.unwrap_or_default()))
+                    .collect(),
+            },
+        })
+        .collect())
 }
 
 fn put_varint(buf: &mut BytesMut, v: i32) {

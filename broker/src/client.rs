@@ -111,7 +111,9 @@ fn read_all(
     requests
         .iter()
         .map(|r| {
-            let (records, high_watermark) = log.read(&r.topic, r.partition, r.offset, max_bytes)?;
+            // Records before the log start were deleted by retention: read on from the oldest kept.
+            let offset = r.offset.max(log.log_start_offset(&r.topic, r.partition)?);
+            let (records, high_watermark) = log.read(&r.topic, r.partition, offset, max_bytes)?;
             Ok(FetchedPartition {
                 topic: r.topic.clone(),
                 partition: r.partition,

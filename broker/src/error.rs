@@ -21,6 +21,12 @@ pub enum LogError {
         existing: i32,
         requested: i32,
     },
+    #[error("topic `{topic}` already exists with {existing} partitions")]
+    TopicExists { topic: String, existing: i32 },
+    #[error(
+        "a topic needs 1 to {max} partitions (broker.max_partitions); {requested} were asked for"
+    )]
+    InvalidPartitionCount { requested: i32, max: i32 },
     #[error("invalid topic name `{0}`: use 1-249 characters of A-Z, a-z, 0-9, '.', '_' or '-'")]
     InvalidTopicName(String),
     #[error(

@@ -14,16 +14,20 @@
 pub mod batch;
 mod client;
 mod config;
+mod durable_file;
 mod error;
+pub mod kafka;
 mod log;
+mod offsets;
 mod partition;
 pub mod partitioner;
+mod producers;
 mod reader;
 mod record;
 
 pub use client::{EmbeddedLog, FetchRequest, FetchedPartition, LogClient};
-pub use config::{BrokerConfig, TopicSpec};
+pub use config::{BrokerConfig, FlushPolicy, TopicSpec};
 pub use error::LogError;
-pub use log::Log;
+pub use log::{Log, PartitionRead};
 pub use reader::{ConsumedRecord, TopicReader};
 pub use record::{Header, Record, StoredRecord};

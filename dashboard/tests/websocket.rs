@@ -10,7 +10,7 @@ use axum::Router;
 use axum::routing::post;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
-use polis_broker::{BrokerConfig, EmbeddedLog, Log, LogClient, Record};
+use polis_broker::{BrokerConfig, EmbeddedLog, FlushPolicy, Log, LogClient, Record};
 use polis_dashboard::{DashboardConfig, DashboardError, serve};
 use polis_telemetry::MetricRecord;
 use polis_telemetry::topics::METRICS;
@@ -42,7 +42,7 @@ impl Dashboard {
         let log = Log::open(
             data.path(),
             BrokerConfig {
-                fsync: false,
+                flush: FlushPolicy::Every(Duration::from_secs(1)),
                 ..BrokerConfig::default()
             },
         )

@@ -29,6 +29,11 @@ pub struct GatewayConfig {
     pub max_batch: usize,
     /// Memory rumqttd may use to buffer messages the gateway has not taken yet.
     pub mqtt_buffer: ByteSize,
+    /// Admit every MQTT CONNECT without checking the device registry (`{data_dir}/devices.json`).
+    /// rumqttd refuses a CONNECT without credentials before the gateway is asked, so this
+    /// cannot mean "anonymous or registered": `true` turns device authentication off entirely.
+    /// Only for tests and closed networks.
+    pub allow_anonymous: bool,
 }
 
 impl Default for GatewayConfig {
@@ -43,6 +48,7 @@ impl Default for GatewayConfig {
             max_age: limits.max_age,
             max_batch: 5_000,
             mqtt_buffer: ByteSize::mib(256),
+            allow_anonymous: false,
         }
     }
 }

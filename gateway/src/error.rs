@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::devices::RegistryError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("invalid gateway configuration: {0}")]
@@ -15,6 +17,8 @@ pub enum GatewayError {
     NotListening(SocketAddr),
     #[error("the embedded MQTT server refused the gateway's local link: {0}")]
     Link(String),
+    #[error("cannot read the device registry: {0}")]
+    Devices(#[from] RegistryError),
     #[error("cannot start a gateway thread: {0}")]
     Thread(std::io::Error),
 }

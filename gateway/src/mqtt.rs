@@ -5,9 +5,13 @@
 //! the listener opens (a publish that matches no subscription would be dropped). The link
 //! subscribes at QoS 0: rumqttd PUBACKs a device's QoS 1 publish once the message is in its
 //! in-memory log, so a crash of the process loses what the forwarder has not yet appended.
+//!
+//! When authentication is on, rumqttd asks the [`Authenticator`] about every CONNECT; its handler
+//! sees the client id, user name and password, never the peer address.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,7 @@ use bytes::Bytes;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::{Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 
+use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 
@@ -44,10 +49,14 @@ pub(crate) struct EmbeddedMqtt {
 
 impl EmbeddedMqtt {
     /// Starts rumqttd on `config.mqtt_listen` and returns once the listener accepts connections.
-    pub fn start(config: &GatewayConfig) -> Result<EmbeddedMqtt, GatewayError> {
+    /// Every CONNECT is put to `authenticator` when there is one, and admitted when there is not.
+    pub fn start(
+        config: &GatewayConfig,
+        authenticator: Option<Authenticator>,
+    ) -> Result<EmbeddedMqtt, GatewayError> {
         let addr = config.mqtt_listen;
         drop(TcpListener::bind(addr).map_err(|source| GatewayError::Bind { addr, source })?);
-        let mut broker = rumqttd::Broker::new(rumqttd_config(config));
+        let mut broker = rumqttd::Broker::new(rumqttd_config(config, authenticator));
         let (mut link_tx, mut link_rx) = broker
             .link(LINK_ID)
             .map_err(|e| GatewayError::Link(e.to_string()))?;
@@ -121,9 +130,9 @@ impl EmbeddedMqtt {
     }
 }
 
-fn rumqttd_config(config: &GatewayConfig) -> Config {
+fn rumqttd_config(config: &GatewayConfig, authenticator: Option<Authenticator>) -> Config {
     let segment_size = (config.mqtt_buffer.as_u64() as usize / SEGMENT_COUNT).max(1024 * 1024);
-    let server = ServerSettings {
+    let mut server = ServerSettings {
         name: "polis-mqtt".into(),
         listen: config.mqtt_listen,
         tls: None,
@@ -137,6 +146,14 @@ fn rumqttd_config(config: &GatewayConfig) -> Config {
             dynamic_filters: true,
         },
     };
+    if let Some(authenticator) = authenticator {
+        let authenticator = Arc::new(authenticator);
+        server.set_auth_handler(move |client_id, username, password| {
+            authenticator
+                .clone()
+                .authenticate(client_id, username, password)
+        });
+    }
     Config {
         id: 0,
         router: RouterConfig {

@@ -1,11 +1,14 @@
 //! Gateway counters: every received message is accepted, dead-lettered, or (only when the log
-//! itself fails) counted as failed.
+//! itself fails) counted as failed; every CONNECT the gateway decides on is authenticated or
+//! refused for one [`Refusal`] cause.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use polis_telemetry::RejectReason;
+
+use crate::auth::Refusal;
 
 #[derive(Debug, Default)]
 pub struct GatewayStats {
@@ -16,6 +19,8 @@ pub struct GatewayStats {
     /// Messages rumqttd overwrote in its buffer before the gateway read them.
     overwritten: AtomicU64,
     rejected: Mutex<HashMap<RejectReason, u64>>,
+    authenticated: AtomicU64,
+    refused: Mutex<HashMap<Refusal, u64>>,
 }
 
 impl GatewayStats {
@@ -36,6 +41,19 @@ impl GatewayStats {
 
     pub(crate) fn record_overwritten(&self, messages: u64) {
         self.overwritten.fetch_add(messages, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_authenticated(&self) {
+        self.authenticated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_refused(&self, cause: Refusal) {
+        *self
+            .refused
+            .lock()
+            .expect("stats lock")
+            .entry(cause)
+            .or_default() += 1;
     }
 
     pub fn received(&self) -> u64 {
@@ -63,6 +81,21 @@ impl GatewayStats {
             .lock()
             .expect("stats lock")
             .get(&reason)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// CONNECTs admitted after checking the device registry.
+    pub fn authenticated(&self) -> u64 {
+        self.authenticated.load(Ordering::Relaxed)
+    }
+
+    /// CONNECTs refused for `cause`.
+    pub fn refused(&self, cause: Refusal) -> u64 {
+        self.refused
+            .lock()
+            .expect("stats lock")
+            .get(&cause)
             .copied()
             .unwrap_or(0)
     }

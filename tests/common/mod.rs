@@ -27,6 +27,8 @@ pub fn test_config(data_dir: &Path) -> PolisConfig {
     };
     config.gateway.mqtt_listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     config.dashboard.listen = "127.0.0.1:0".parse().unwrap();
+    config.broker.kafka_listen = "127.0.0.1:0".parse().unwrap();
+    config.analytics.pg_listen = "127.0.0.1:0".parse().unwrap();
     config.broker.telemetry_partitions = 4;
     config
 }
