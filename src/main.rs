@@ -290,6 +290,11 @@ async fn up(
         platform.mqtt_addr()
     );
     println!(
+        "  PostgreSQL  psql -h {} -p {} -U polis polis",
+        platform.pg_addr().ip(),
+        platform.pg_addr().port()
+    );
+    println!(
         "  Kafka       {}   (kcat -b {} -L)",
         platform.kafka_addr(),
         platform.kafka_addr()

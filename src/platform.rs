@@ -10,6 +10,7 @@ use polis_gateway::devices::{RegistryError, secret};
 use polis_gateway::{DeviceRegistry, Gateway, GatewayStats};
 use polis_simulators::SimulatorConfig;
 use polis_telemetry::{DeviceTopic, topics};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -42,21 +43,23 @@ pub enum PlatformError {
         "simulate.username = {0:?} cannot log in the demo fleet: each simulated device logs in as itself, so remove simulate.username"
     )]
     DemoUsername(String),
-    #[error("cannot listen for HTTP on {addr} (dashboard.listen): {source}")]
-    HttpBind {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot listen for Kafka clients on {addr} (broker.kafka_listen): {source}")]
-    KafkaBind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot listen for PostgreSQL clients on {addr} (analytics.pg_listen): {source}")]
-    PgBind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+}
+
+/// Binds `addr`, configured by `key`; returns the listener and the address it got.
+async fn bind(
+    addr: SocketAddr,
+    key: &'static str,
+) -> Result<(TcpListener, SocketAddr), PlatformError> {
+    let error = |source| PlatformError::Bind { key, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
 }
 
 /// A running platform.
@@ -80,34 +83,11 @@ impl Platform {
         config.validate()?;
         let embedded = open_log(&config)?;
         let log: Arc<dyn LogClient> = Arc::new(EmbeddedLog(embedded.clone()));
-        let kafka_error = |source| PlatformError::KafkaBind {
-            addr: config.broker.kafka_listen,
-            source,
-        };
-        let kafka_listener = tokio::net::TcpListener::bind(config.broker.kafka_listen)
-            .await
-            .map_err(kafka_error)?;
-        let kafka_addr = kafka_listener.local_addr().map_err(kafka_error)?;
-        let http_listener = tokio::net::TcpListener::bind(config.dashboard.listen)
-            .await
-            .map_err(|source| PlatformError::HttpBind {
-                addr: config.dashboard.listen,
-                source,
-            })?;
-        let http_addr = http_listener
-            .local_addr()
-            .map_err(|source| PlatformError::HttpBind {
-                addr: config.dashboard.listen,
-                source,
-            })?;
-        let pg_error = |source| PlatformError::PgBind {
-            addr: config.analytics.pg_listen,
-            source,
-        };
-        let pg_listener = tokio::net::TcpListener::bind(config.analytics.pg_listen)
-            .await
-            .map_err(pg_error)?;
-        let pg_addr = pg_listener.local_addr().map_err(pg_error)?;
+        let (kafka_listener, kafka_addr) =
+            bind(config.broker.kafka_listen, "broker.kafka_listen").await?;
+        let (http_listener, http_addr) = bind(config.dashboard.listen, "dashboard.listen").await?;
+        let (pg_listener, pg_addr) =
+            bind(config.analytics.pg_listen, "analytics.pg_listen").await?;
 
         let analytics_token = CancellationToken::new();
         let analytics = Analytics::start(
@@ -230,11 +210,10 @@ impl Platform {
             tracing::warn!("the dashboard did not stop within {GRACE:?}");
         }
         let store = self.store;
-        match tokio::task::spawn_blocking(move || store.close()).await {
-            Ok(Ok(())) => tracing::info!("log closed cleanly"),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "closing the log failed; the next start validates it")
-            }
+        let closed =
+            tokio::task::spawn_blocking(move || store.close().map_err(|e| e.to_string())).await;
+        match closed.unwrap_or_else(|e| Err(e.to_string())) {
+            Ok(()) => tracing::info!("log closed cleanly"),
             Err(e) => {
                 tracing::error!(error = %e, "closing the log failed; the next start validates it")
             }

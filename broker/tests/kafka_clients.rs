@@ -2,55 +2,18 @@
 //! produces with every compression codec and consumes back; placement agrees with murmur2; a
 //! waiting consumer is woken by an append; data survives a broker restart.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{LIMIT, start};
 use polis_broker::partitioner::partition_for_key;
-use polis_broker::{BrokerConfig, Log};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-const LIMIT: Duration = Duration::from_secs(60);
-
-struct Broker {
-    addr: SocketAddr,
-    log: Arc<Log>,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-async fn start(dir: &std::path::Path) -> Broker {
-    let config = BrokerConfig::default();
-    let log = Log::open(dir, config.clone()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(polis_broker::kafka::serve(
-        listener,
-        log.clone(),
-        config,
-        stop.clone(),
-    ));
-    Broker {
-        addr,
-        log,
-        stop,
-        task,
-    }
-}
-
-impl Broker {
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-    }
-}
 
 fn producer(addr: SocketAddr, codec: &str) -> FutureProducer {
     ClientConfig::new()
