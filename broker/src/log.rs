@@ -169,13 +169,7 @@ impl Log {
     /// records deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<i64, LogError> {
         let retention_bytes = self.config.retention_bytes.map(|b| b.as_u64());
-        let topics: Vec<Arc<Topic>> = self
-            .topics
-            .read()
-            .expect("topics lock")
-            .values()
-            .cloned()
-            .collect();
+        let topics = self.all_topics();
         let mut deleted = 0;
         for partition in topics.iter().flat_map(|t| t.partitions.iter()) {
             deleted +=
@@ -184,15 +178,19 @@ impl Log {
         Ok(deleted)
     }
 
-    /// Fsyncs the active segment of every partition.
-    pub fn flush(&self) -> Result<(), LogError> {
-        let topics: Vec<Arc<Topic>> = self
-            .topics
+    /// Every open topic, without holding the topics lock while they are used.
+    fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
             .read()
             .expect("topics lock")
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Fsyncs the active segment of every partition.
+    pub fn flush(&self) -> Result<(), LogError> {
+        let topics = self.all_topics();
         topics
             .iter()
             .flat_map(|t| t.partitions.iter())
@@ -278,8 +276,7 @@ impl Log {
     }
 
     fn write_topics_file(&self, topics: &HashMap<String, Arc<Topic>>) -> Result<(), LogError> {
-        let mut specs: Vec<TopicSpec> = topics.iter().map(|(name, t)| spec(name, t)).collect();
-        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        let specs = sorted_specs(topics);
         let path = self.dir.join(TOPICS_FILE);
         let tmp = self.dir.join(format!("{TOPICS_FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(&TopicsFile { topics: specs })
@@ -320,10 +317,7 @@ impl Log {
 
     /// Every topic, by name.
     pub fn topics(&self) -> Vec<TopicSpec> {
-        let topics = self.topics.read().expect("topics lock");
-        let mut specs: Vec<TopicSpec> = topics.iter().map(|(name, t)| spec(name, t)).collect();
-        specs.sort_by(|a, b| a.name.cmp(&b.name));
-        specs
+        sorted_specs(&self.topics.read().expect("topics lock"))
     }
 
     /// One topic's description.
@@ -515,6 +509,13 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Every topic's description, by name.
+fn sorted_specs(topics: &HashMap<String, Arc<Topic>>) -> Vec<TopicSpec> {
+    let mut specs: Vec<TopicSpec> = topics.iter().map(|(name, t)| spec(name, t)).collect();
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    specs
 }
 
 fn spec(name: &str, topic: &Topic) -> TopicSpec {
