@@ -130,4 +130,40 @@ mod tests {
         assert!(err.contains("broker.telemetry_partitions = 0"), "{err}");
         assert!(err.contains("analytics.query_timeout"), "{err}");
     }
+
+    #[test]
+    fn an_external_cluster_is_configured_in_broker_external() {
+        let text = r#"
+            [broker.external]
+            bootstrap_servers = "kafka-1:9092,kafka-2:9092"
+            request_timeout = "10s"
+            [broker.external.extra]
+            "security.protocol" = "SASL_SSL"
+        "#;
+        let config: PolisConfig = toml::from_str(text).unwrap();
+        let mut expected = polis_broker::KafkaClientConfig::new("kafka-1:9092,kafka-2:9092");
+        expected.request_timeout = std::time::Duration::from_secs(10);
+        expected
+            .extra
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        assert_eq!(config.broker.external, Some(expected));
+        config.validate().unwrap();
+        let printed: PolisConfig = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(printed, config);
+
+        let missing = toml::from_str::<PolisConfig>("[broker.external]\nclient_id = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("bootstrap_servers"), "{missing}");
+        let bad: PolisConfig = toml::from_str(
+            "[broker.external]\nbootstrap_servers = \"\"\n[broker.external.extra]\nacks = \"1\"\n",
+        )
+        .unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("broker.external.bootstrap_servers = \"\""),
+            "{err}"
+        );
+        assert!(err.contains("broker.external.extra sets \"acks\""), "{err}");
+    }
 }

@@ -1,11 +1,14 @@
-//! The whole platform in one process: log, gateway, analytics and dashboard.
+//! The whole platform in one process: log, gateway, analytics and dashboard. The log is the
+//! embedded one, served to Kafka clients too, or the external cluster of `broker.external`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use polis_analytics::Analytics;
-use polis_broker::{EmbeddedLog, Log, LogClient, LogError};
+use polis_broker::{
+    BrokerConfig, EmbeddedLog, KafkaClientConfig, KafkaLog, Log, LogClient, LogError,
+};
 use polis_gateway::devices::{RegistryError, secret};
 use polis_gateway::{DeviceRegistry, Gateway, GatewayStats};
 use polis_simulators::SimulatorConfig;
@@ -31,6 +34,8 @@ pub enum PlatformError {
         path: std::path::PathBuf,
         source: LogError,
     },
+    #[error("cannot use the Kafka cluster of broker.external: {0}")]
+    External(LogError),
     #[error(transparent)]
     Gateway(#[from] polis_gateway::GatewayError),
     #[error(transparent)]
@@ -62,15 +67,126 @@ async fn bind(
     Ok((listener, bound))
 }
 
+/// The log before the tiers start: the embedded one with its Kafka listener bound but not yet
+/// serving, or the external cluster with every topic in place.
+enum Opened {
+    Embedded(Arc<Log>, TcpListener, SocketAddr),
+    External(KafkaLog),
+}
+
+impl Opened {
+    async fn open(config: &PolisConfig) -> Result<Opened, PlatformError> {
+        match &config.broker.external {
+            None => {
+                let log = open_log(config)?;
+                let (listener, addr) =
+                    bind(config.broker.kafka_listen, "broker.kafka_listen").await?;
+                Ok(Opened::Embedded(log, listener, addr))
+            }
+            Some(external) => Ok(Opened::External(connect(external, config).await?)),
+        }
+    }
+
+    fn client(&self) -> Arc<dyn LogClient> {
+        match self {
+            Opened::Embedded(log, ..) => Arc::new(EmbeddedLog(log.clone())),
+            Opened::External(kafka) => Arc::new(kafka.clone()),
+        }
+    }
+
+    /// Where Kafka clients connect.
+    fn kafka_endpoint(&self) -> String {
+        match self {
+            Opened::Embedded(_, _, addr) => addr.to_string(),
+            Opened::External(kafka) => kafka.bootstrap_servers().to_string(),
+        }
+    }
+
+    /// Starts serving the embedded log to Kafka clients.
+    fn serve(self, config: &BrokerConfig) -> Backbone {
+        match self {
+            Opened::Embedded(log, listener, _) => {
+                let token = CancellationToken::new();
+                let task = tokio::spawn(polis_broker::kafka::serve(
+                    listener,
+                    log.clone(),
+                    config.clone(),
+                    token.clone(),
+                ));
+                Backbone::Embedded {
+                    log,
+                    listener: (task, token),
+                }
+            }
+            Opened::External(kafka) => Backbone::External(kafka),
+        }
+    }
+}
+
+/// The log the tiers share, and what stops with it.
+enum Backbone {
+    /// The embedded log and its Kafka listener.
+    Embedded {
+        log: Arc<Log>,
+        listener: (JoinHandle<()>, CancellationToken),
+    },
+    /// The cluster of `broker.external`.
+    External(KafkaLog),
+}
+
+impl Backbone {
+    /// Stops the embedded Kafka listener; its connections finish their current request.
+    async fn stop_listener(&mut self) {
+        if let Backbone::Embedded {
+            listener: (task, token),
+            ..
+        } = self
+        {
+            token.cancel();
+            if tokio::time::timeout(GRACE, task).await.is_err() {
+                tracing::warn!("the Kafka listener did not stop within {GRACE:?}");
+            }
+        }
+    }
+
+    /// Flushes the embedded log and marks it clean, or waits until the external cluster has
+    /// acknowledged every record produced.
+    async fn close(self) {
+        match self {
+            Backbone::Embedded { log, .. } => match blocking(move || log.close()).await {
+                Ok(()) => tracing::info!("log closed cleanly"),
+                Err(e) => {
+                    tracing::error!(error = %e, "closing the log failed; the next start validates it")
+                }
+            },
+            Backbone::External(kafka) => match blocking(move || kafka.flush()).await {
+                Ok(()) => tracing::info!("the Kafka cluster acknowledged every record produced"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the Kafka cluster did not acknowledge the last records produced")
+                }
+            },
+        }
+    }
+}
+
+/// Runs `close` on a blocking thread; a panic there is reported as an error too.
+async fn blocking(
+    close: impl FnOnce() -> Result<(), LogError> + Send + 'static,
+) -> Result<(), String> {
+    match tokio::task::spawn_blocking(close).await {
+        Ok(closed) => closed.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A running platform.
 pub struct Platform {
     mqtt_addr: SocketAddr,
     http_addr: SocketAddr,
     pg_addr: SocketAddr,
-    kafka_addr: SocketAddr,
-    store: Arc<Log>,
+    kafka_endpoint: String,
+    backbone: Backbone,
     log: Arc<dyn LogClient>,
-    kafka: (JoinHandle<()>, CancellationToken),
     gateway: (Gateway, CancellationToken),
     analytics: (Analytics, CancellationToken),
     postgres: (JoinHandle<()>, CancellationToken),
@@ -81,10 +197,8 @@ impl Platform {
     /// Validates the configuration and starts every tier; returns once all of them accept work.
     pub async fn start(config: PolisConfig) -> Result<Platform, PlatformError> {
         config.validate()?;
-        let embedded = open_log(&config)?;
-        let log: Arc<dyn LogClient> = Arc::new(EmbeddedLog(embedded.clone()));
-        let (kafka_listener, kafka_addr) =
-            bind(config.broker.kafka_listen, "broker.kafka_listen").await?;
+        let opened = Opened::open(&config).await?;
+        let log = opened.client();
         let (http_listener, http_addr) = bind(config.dashboard.listen, "dashboard.listen").await?;
         let (pg_listener, pg_addr) =
             bind(config.analytics.pg_listen, "analytics.pg_listen").await?;
@@ -116,13 +230,6 @@ impl Platform {
             polis_analytics::pg::PgServer::new(&config.analytics, analytics.sql())
                 .serve(pg_listener, postgres_token.clone()),
         );
-        let kafka_token = CancellationToken::new();
-        let kafka = tokio::spawn(polis_broker::kafka::serve(
-            kafka_listener,
-            embedded.clone(),
-            config.broker.clone(),
-            kafka_token.clone(),
-        ));
         let gateway_token = CancellationToken::new();
         let gateway = match Gateway::start(
             config.gateway.clone(),
@@ -132,7 +239,6 @@ impl Platform {
         ) {
             Ok(gateway) => gateway,
             Err(e) => {
-                kafka_token.cancel();
                 dashboard_token.cancel();
                 postgres_token.cancel();
                 analytics_token.cancel();
@@ -143,10 +249,9 @@ impl Platform {
             mqtt_addr: config.gateway.mqtt_listen,
             http_addr,
             pg_addr,
-            kafka_addr,
-            store: embedded,
+            kafka_endpoint: opened.kafka_endpoint(),
+            backbone: opened.serve(&config.broker),
             log,
-            kafka: (kafka, kafka_token),
             gateway: (gateway, gateway_token),
             analytics: (analytics, analytics_token),
             postgres: (postgres, postgres_token),
@@ -167,9 +272,10 @@ impl Platform {
         self.pg_addr
     }
 
-    /// Where Kafka clients connect.
-    pub fn kafka_addr(&self) -> SocketAddr {
-        self.kafka_addr
+    /// Where Kafka clients connect: the embedded listener's `host:port`, or
+    /// `broker.external.bootstrap_servers`.
+    pub fn kafka_addr(&self) -> &str {
+        &self.kafka_endpoint
     }
 
     pub fn log(&self) -> Arc<dyn LogClient> {
@@ -180,14 +286,12 @@ impl Platform {
         self.gateway.0.stats()
     }
 
-    /// Stops in data-flow order: the Kafka listener and the gateway finish what they hold, then analytics, the
-    /// PostgreSQL listener and the dashboard stop; last the log is flushed and marked clean.
+    /// Stops in data-flow order: the embedded Kafka listener and the gateway finish what they
+    /// hold, then analytics, the PostgreSQL listener and the dashboard stop; last the embedded log
+    /// is flushed and marked clean, or the external cluster acknowledges every record produced.
     pub async fn shutdown(self) {
-        let (kafka, token) = self.kafka;
-        token.cancel();
-        if tokio::time::timeout(GRACE, kafka).await.is_err() {
-            tracing::warn!("the Kafka listener did not stop within {GRACE:?}");
-        }
+        let mut backbone = self.backbone;
+        backbone.stop_listener().await;
         let (gateway, token) = self.gateway;
         token.cancel();
         let joined = tokio::task::spawn_blocking(move || gateway.join());
@@ -209,15 +313,7 @@ impl Platform {
         if tokio::time::timeout(GRACE, dashboard).await.is_err() {
             tracing::warn!("the dashboard did not stop within {GRACE:?}");
         }
-        let store = self.store;
-        let closed =
-            tokio::task::spawn_blocking(move || store.close().map_err(|e| e.to_string())).await;
-        match closed.unwrap_or_else(|e| Err(e.to_string())) {
-            Ok(()) => tracing::info!("log closed cleanly"),
-            Err(e) => {
-                tracing::error!(error = %e, "closing the log failed; the next start validates it")
-            }
-        }
+        backbone.close().await;
     }
 }
 
@@ -259,13 +355,28 @@ fn open_log(config: &PolisConfig) -> Result<Arc<Log>, PlatformError> {
         source,
     };
     let log = Log::open(&config.data_dir, config.broker.clone()).map_err(err)?;
-    for topic in topics::TELEMETRY_TOPICS {
-        log.create_topic(topic, config.broker.telemetry_partitions)
-            .map_err(err)?;
-    }
-    for topic in topics::DERIVED_TOPICS {
-        log.create_topic(topic, config.broker.derived_partitions)
-            .map_err(err)?;
+    for (topic, partitions) in topic_specs(config) {
+        log.create_topic(topic, partitions).map_err(err)?;
     }
     Ok(log)
+}
+
+/// A client of the cluster `broker.external` names, with every topic in place.
+async fn connect(
+    external: &KafkaClientConfig,
+    config: &PolisConfig,
+) -> Result<KafkaLog, PlatformError> {
+    let kafka = KafkaLog::new(external.clone()).map_err(PlatformError::External)?;
+    kafka
+        .ensure_topics(&topic_specs(config))
+        .await
+        .map_err(PlatformError::External)?;
+    Ok(kafka)
+}
+
+/// Every topic the tiers use, with its partition count.
+fn topic_specs(config: &PolisConfig) -> Vec<(&'static str, i32)> {
+    let telemetry = topics::TELEMETRY_TOPICS.map(|t| (t, config.broker.telemetry_partitions));
+    let derived = topics::DERIVED_TOPICS.map(|t| (t, config.broker.derived_partitions));
+    telemetry.into_iter().chain(derived).collect()
 }

@@ -6,18 +6,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{count, eventually, sql, test_config};
+use common::{LIMIT, count, eventually, publish, sql, test_config};
 use futures::StreamExt;
 use polis::{Platform, PolisConfig};
 use polis_telemetry::fiware::{AcMeasurement, GeoPoint, PhaseValues, TrafficFlowObserved, Vehicle};
 use polis_telemetry::reading::format_time;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// One client publishes for many device ids and to malformed topics (to check dead-lettering),
 /// which no device login is for: device authentication is off here, and tests/device_auth.rs
@@ -153,35 +149,6 @@ fn known_input() -> Input {
         bad("city/harbour/traffic/tc-bad-7", r#"{"dateObserved":"next tuesday","intensity":1,"occupancy":0.1,"averageVehicleSpeed":40}"#.as_bytes(), "bad_timestamp"),
     ]);
     input
-}
-
-/// Publishes every message at QoS 1 over one real MQTT connection and waits for every PUBACK.
-async fn publish(mqtt: std::net::SocketAddr, client_id: &str, messages: &[(String, Vec<u8>)]) {
-    let mut options = MqttOptions::new(client_id, mqtt.ip().to_string(), mqtt.port());
-    options.set_keep_alive(Duration::from_secs(5));
-    let (client, mut eventloop) = AsyncClient::new(options, 10);
-    let expected = messages.len();
-    let acks = tokio::spawn(async move {
-        let mut acks = 0;
-        while acks < expected {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acks += 1,
-                Ok(_) => {}
-                Err(e) => panic!("MQTT connection failed: {e}"),
-            }
-        }
-    });
-    for (topic, payload) in messages {
-        client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
-            .await
-            .unwrap();
-    }
-    tokio::time::timeout(LIMIT, acks)
-        .await
-        .expect("every publish is acknowledged")
-        .unwrap();
-    client.disconnect().await.ok();
 }
 
 type WsStream =

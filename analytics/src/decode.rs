@@ -15,34 +15,48 @@ use polis_telemetry::deadletter::{
 };
 use polis_telemetry::schema;
 
+/// A table's rows decoded from records, and the records that did not decode with why.
+pub(crate) struct Decoded<'r> {
+    pub batch: RecordBatch,
+    pub undecodable: Vec<(&'r ConsumedRecord, ArrowError)>,
+}
+
 /// Decodes `records` of `table` into one batch with the table's full schema. Records that do not
-/// decode are skipped with a warning, so one bad record never blocks a topic.
-pub(crate) fn decode(table: &str, records: &[&ConsumedRecord]) -> Result<RecordBatch, ArrowError> {
+/// decode are handed back beside it, so one bad record never blocks a topic.
+pub(crate) fn decode<'r>(
+    table: &str,
+    records: &[&'r ConsumedRecord],
+) -> Result<Decoded<'r>, ArrowError> {
     let full = schema::table_schema(table)
         .ok_or_else(|| ArrowError::SchemaError(format!("no table `{table}`")))?;
     if table == "deadletter" {
-        return dead_letters(full, records);
+        let batch = dead_letters(full, records)?;
+        return Ok(Decoded {
+            batch,
+            undecodable: Vec::new(),
+        });
     }
     let values = schema::value_schema(table).expect("table has a value schema");
-    match json_values(&values, records) {
-        Ok(batch) => with_positions(full, batch, records),
-        Err(bulk_error) => {
-            let good: Vec<&ConsumedRecord> = records
-                .iter()
-                .copied()
-                .filter(|r| match json_values(&values, &[r]) {
-                    Ok(_) => true,
-                    Err(e) => {
-                        tracing::warn!(table, topic = r.topic, partition = r.partition, offset = r.offset, error = %e, "skipping a record that does not decode");
-                        false
-                    }
-                })
-                .collect();
-            tracing::debug!(table, error = %bulk_error, skipped = records.len() - good.len(), "decoded record by record");
-            let batch = json_values(&values, &good)?;
-            with_positions(full, batch, &good)
+    if let Ok(batch) = json_values(&values, records) {
+        let batch = with_positions(full, batch, records)?;
+        return Ok(Decoded {
+            batch,
+            undecodable: Vec::new(),
+        });
+    }
+    let mut good = Vec::with_capacity(records.len());
+    let mut undecodable = Vec::new();
+    for r in records {
+        match json_values(&values, &[r]) {
+            Ok(_) => good.push(*r),
+            Err(e) => undecodable.push((*r, e)),
         }
     }
+    let batch = json_values(&values, &good)?;
+    Ok(Decoded {
+        batch: with_positions(full, batch, &good)?,
+        undecodable,
+    })
 }
 
 fn json_values(values: &SchemaRef, records: &[&ConsumedRecord]) -> Result<RecordBatch, ArrowError> {
@@ -156,25 +170,27 @@ pub(crate) mod tests {
         }
     }
 
+    /// A canonical traffic reading of device `tc-{i}` as the gateway writes it.
+    fn traffic_json(i: usize, ms: i64, vehicles: i64) -> String {
+        let t = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+        let t = polis_telemetry::reading::format_time(t);
+        format!(
+            r#"{{"device_id":"tc-{i}","district":"centre","observed_at":"{t}","ingested_at":"{t}","lane_id":null,"vehicles":{vehicles},"occupancy_ratio":0.5,"average_speed_kmh":40.0,"congested":null}}"#
+        )
+    }
+
     /// A traffic batch with one row per (event time ms, vehicles).
     pub(crate) fn traffic_batch(rows: &[(i64, i64)]) -> RecordBatch {
         let records: Vec<ConsumedRecord> = rows
             .iter()
             .enumerate()
             .map(|(i, (ms, vehicles))| {
-                let t = chrono::DateTime::from_timestamp_millis(*ms).unwrap();
-                consumed(
-                    "telemetry.traffic",
-                    i as i64,
-                    &format!(
-                        r#"{{"device_id":"tc-{i}","district":"centre","observed_at":"{}","ingested_at":"{}","lane_id":null,"vehicles":{vehicles},"occupancy_ratio":0.5,"average_speed_kmh":40.0,"congested":null}}"#,
-                        polis_telemetry::reading::format_time(t),
-                        polis_telemetry::reading::format_time(t)
-                    ),
-                )
+                consumed("telemetry.traffic", i as i64, &traffic_json(i, *ms, *vehicles))
             })
             .collect();
-        decode("traffic", &records.iter().collect::<Vec<_>>()).unwrap()
+        decode("traffic", &records.iter().collect::<Vec<_>>())
+            .unwrap()
+            .batch
     }
 
     #[test]
@@ -195,15 +211,21 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_bad_record_is_skipped_not_fatal() {
-        let good = traffic_batch(&[(1_000, 7)]);
-        assert_eq!(good.num_rows(), 1);
+    fn bad_records_are_handed_back_beside_the_good_ones() {
         let records = [
+            consumed("telemetry.traffic", 4, &traffic_json(4, 1_000, 7)),
             consumed("telemetry.traffic", 5, "{not json"),
             consumed("telemetry.traffic", 6, r#"{"device_id":"x"}"#),
         ];
-        let batch = decode("traffic", &records.iter().collect::<Vec<_>>()).unwrap();
-        assert_eq!(batch.num_rows(), 0);
+        let decoded = decode("traffic", &records.iter().collect::<Vec<_>>()).unwrap();
+        let offsets = decoded
+            .batch
+            .column_by_name("_offset")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(offsets.values().to_vec(), vec![4]);
+        let bad: Vec<i64> = decoded.undecodable.iter().map(|(r, _)| r.offset).collect();
+        assert_eq!(bad, vec![5, 6]);
     }
 
     #[test]
@@ -226,7 +248,7 @@ pub(crate) mod tests {
             offset: 4,
             record,
         };
-        let batch = decode("deadletter", &[&consumed]).unwrap();
+        let batch = decode("deadletter", &[&consumed]).unwrap().batch;
         assert_eq!(
             batch
                 .column_by_name("reason")

@@ -1,13 +1,18 @@
 //! Following the log: telemetry into the hot store and through the window clock, metric rows out
-//! to the `metrics` topic, and the derived topics into their tables.
+//! to the `metrics` topic, and the derived topics into their tables. A telemetry record that does
+//! not decode (one a Kafka client wrote past the gateway) is dead-lettered once, never dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 use polis_broker::{ConsumedRecord, LogClient, Record, TopicReader};
-use polis_telemetry::{MetricRecord, schema, topics};
+use polis_telemetry::deadletter::{HEADER_DETAIL, HEADER_REASON, HEADER_RECEIVED_AT, HEADER_SOURCE};
+use polis_telemetry::reading::format_time;
+use polis_telemetry::{MetricRecord, RejectReason, schema, topics};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -45,10 +50,22 @@ pub(crate) async fn start(
         }
         insert(&store, &records);
     }
+    let mut dead_letter_reader = TopicReader::from_beginning(log.clone(), &[topics::DEADLETTER])?;
+    let mut dead_lettered = HashSet::new();
+    loop {
+        let records = dead_letter_reader.poll(Duration::ZERO).await?;
+        if records.is_empty() {
+            break;
+        }
+        dead_lettered.extend(records.iter().filter_map(|r| {
+            let source = r.record.header(HEADER_SOURCE)?;
+            Some(String::from_utf8_lossy(source).into_owned())
+        }));
+        insert(&store, &records);
+    }
     let mut tasks = JoinSet::new();
     tasks.spawn(follow(metrics_reader, store.clone(), shutdown.clone()));
-    let dead_letters = TopicReader::from_beginning(log.clone(), &[topics::DEADLETTER])?;
-    tasks.spawn(follow(dead_letters, store.clone(), shutdown.clone()));
+    tasks.spawn(follow(dead_letter_reader, store.clone(), shutdown.clone()));
     let telemetry = TopicReader::from_beginning(log.clone(), &WINDOWED_TOPICS)?;
     let clock = WindowClock::new(
         config.window.as_millis() as i64,
@@ -59,6 +76,7 @@ pub(crate) async fn start(
         telemetry,
         clock,
         definitions,
+        dead_lettered,
         log,
         store,
         shutdown,
@@ -89,25 +107,38 @@ async fn next(
     }
 }
 
-/// Decodes records into their tables; returns each table's decoded batch.
-fn insert(
-    store: &HotStore,
-    records: &[ConsumedRecord],
-) -> Vec<(&'static str, arrow::array::RecordBatch)> {
+/// What [`insert`] made of some records: each table's decoded batch, and the records that do
+/// not decode as rows of their table, with why.
+struct Inserted<'r> {
+    batches: Vec<(&'static str, RecordBatch)>,
+    undecodable: Vec<(&'r ConsumedRecord, String)>,
+}
+
+/// Decodes records into their tables.
+fn insert<'r>(store: &HotStore, records: &'r [ConsumedRecord]) -> Inserted<'r> {
     let mut by_table: BTreeMap<&'static str, Vec<&ConsumedRecord>> = BTreeMap::new();
     for r in records {
         if let Some((table, _)) = schema::TABLES.iter().find(|(_, topic)| *topic == r.topic) {
             by_table.entry(table).or_default().push(r);
         }
     }
-    let mut inserted = Vec::new();
+    let mut inserted = Inserted {
+        batches: Vec::new(),
+        undecodable: Vec::new(),
+    };
     for (table, records) in by_table {
         match decode(table, &records) {
-            Ok(batch) => {
-                if let Err(e) = store.insert(table, batch.clone()) {
+            Ok(decoded) => {
+                if let Err(e) = store.insert(table, decoded.batch.clone()) {
                     tracing::error!(table, error = %e, "cannot store decoded rows");
                 }
-                inserted.push((table, batch));
+                inserted.batches.push((table, decoded.batch));
+                inserted.undecodable.extend(
+                    decoded
+                        .undecodable
+                        .into_iter()
+                        .map(|(r, e)| (r, format!("not a {table} reading: {e}"))),
+                );
             }
             Err(e) => {
                 tracing::error!(table, error = %e, records = records.len(), "cannot decode records")
@@ -119,21 +150,83 @@ fn insert(
 
 async fn follow(mut reader: TopicReader, store: Arc<HotStore>, shutdown: CancellationToken) {
     while let Some(records) = next(&mut reader, &shutdown).await {
-        insert(&store, &records);
+        for (r, error) in insert(&store, &records).undecodable {
+            tracing::error!(topic = r.topic, partition = r.partition, offset = r.offset, error, "skipping a record analytics wrote that does not decode");
+        }
     }
 }
 
+/// The dead letter of a record found on a telemetry topic that does not decode: its key and
+/// bytes as they were, with the reason, what was wrong, and where it was found.
+fn dead_letter(r: &ConsumedRecord, source: &str, error: &str) -> Record {
+    let mut record = Record::new(
+        r.record.key.clone(),
+        r.record.value.clone(),
+        r.record.timestamp_ms,
+    );
+    let detail = format!(
+        "record {source} is {error}; telemetry topics hold the gateway's canonical readings, so publish over MQTT or produce records of the table's columns"
+    );
+    record.headers = vec![
+        (
+            HEADER_REASON.to_string(),
+            RejectReason::UndecodableRecord.as_str().into(),
+        ),
+        (HEADER_DETAIL.to_string(), detail.into()),
+        (
+            HEADER_RECEIVED_AT.to_string(),
+            format_time(Utc::now()).into(),
+        ),
+        (HEADER_SOURCE.to_string(), source.to_string().into()),
+    ];
+    record
+}
+
+/// Follows the telemetry topics: rows into the store and the window clock, windows out as they
+/// close, and records that do not decode into `telemetry.deadletter` — unless `dead_lettered`
+/// (their `{topic}/{partition}/{offset}`) says an earlier run already put them there.
 async fn follow_telemetry(
     mut reader: TopicReader,
     mut clock: WindowClock,
     definitions: Vec<MetricDefinition>,
+    mut dead_lettered: HashSet<String>,
     log: Arc<dyn LogClient>,
     store: Arc<HotStore>,
     shutdown: CancellationToken,
 ) {
     let size = chrono::Duration::milliseconds(clock.size_ms());
     while let Some(records) = next(&mut reader, &shutdown).await {
-        for (table, batch) in insert(&store, &records) {
+        let inserted = insert(&store, &records);
+        let letters: Vec<(String, Record)> = inserted
+            .undecodable
+            .iter()
+            .filter_map(|(r, error)| {
+                let source = format!("{}/{}/{}", r.topic, r.partition, r.offset);
+                let letter = dead_letter(r, &source, error);
+                (!dead_lettered.contains(&source)).then_some((source, letter))
+            })
+            .collect();
+        if !letters.is_empty() {
+            tracing::warn!(
+                records = letters.len(),
+                "dead-lettering telemetry records that do not decode"
+            );
+            let records: Vec<Record> = letters.iter().map(|(_, r)| r.clone()).collect();
+            let produced = retrying("dead-lettering undecodable records", &shutdown, || {
+                let records = records.clone();
+                let log = log.clone();
+                async move {
+                    log.produce(topics::DEADLETTER, records).await?;
+                    Ok(())
+                }
+            })
+            .await;
+            if !produced {
+                return;
+            }
+            dead_lettered.extend(letters.into_iter().map(|(source, _)| source));
+        }
+        for (table, batch) in inserted.batches {
             let time_column = batch
                 .schema()
                 .index_of(schema::event_time_column(table))
@@ -172,30 +265,39 @@ async fn emit_window(
     end: DateTime<Utc>,
     shutdown: &CancellationToken,
 ) -> bool {
-    loop {
-        let result = async {
-            let rows = metrics::evaluate(definitions, store, start, end, Utc::now()).await?;
-            let records: Vec<Record> = rows
-                .iter()
-                .map(|m| {
-                    Record::new(
-                        Some(m.key()),
-                        serde_json::to_vec(m).expect("metric rows serialize"),
-                        end.timestamp_millis(),
-                    )
-                })
-                .collect();
-            if !records.is_empty() {
-                log.produce(topics::METRICS, records).await?;
-            }
-            tracing::debug!(window_start = %start, rows = rows.len(), "emitted window");
-            Ok::<_, AnalyticsError>(())
+    retrying(&format!("emitting the window at {start}"), shutdown, || async {
+        let rows = metrics::evaluate(definitions, store, start, end, Utc::now()).await?;
+        let records: Vec<Record> = rows
+            .iter()
+            .map(|m| {
+                Record::new(
+                    Some(m.key()),
+                    serde_json::to_vec(m).expect("metric rows serialize"),
+                    end.timestamp_millis(),
+                )
+            })
+            .collect();
+        if !records.is_empty() {
+            log.produce(topics::METRICS, records).await?;
         }
-        .await;
-        match result {
+        tracing::debug!(window_start = %start, rows = rows.len(), "emitted window");
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `attempt` until it succeeds (`true`) or shutdown is requested (`false`), logging each
+/// failure of `what` and waiting [`RETRY_DELAY`] between attempts.
+async fn retrying<F, Fut>(what: &str, shutdown: &CancellationToken, mut attempt: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), AnalyticsError>>,
+{
+    loop {
+        match attempt().await {
             Ok(()) => return true,
             Err(e) => {
-                tracing::error!(window_start = %start, error = %e, "emitting a window failed; retrying");
+                tracing::error!(error = %e, "{what} failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return false,
                     _ = tokio::time::sleep(RETRY_DELAY) => {}

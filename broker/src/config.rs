@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use crate::kafka_client::KafkaClientConfig;
+
 /// How the log stores partitions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,6 +72,13 @@ pub struct BrokerConfig {
     /// idempotent produce to it) to recover producers' sequence numbers, so a retry of a batch
     /// written just before the restart is still recognised as a duplicate.
     pub producer_state_recovery_records: i64,
+    /// An external Kafka cluster (Apache Kafka, Redpanda, or another Polis broker) that every
+    /// tier uses instead of this embedded broker, e.g.
+    /// `[broker.external]` `bootstrap_servers = "kafka-1:9092,kafka-2:9092"`. When set, the
+    /// embedded log is not opened and `kafka_listen` is not served; the missing topics are
+    /// created on the cluster with `telemetry_partitions` and `derived_partitions`, and the
+    /// other settings of this section do not apply. Unset by default.
+    pub external: Option<KafkaClientConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -97,6 +106,7 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: ByteSize::kib(4),
             max_producers_per_partition: 1_000,
             producer_state_recovery_records: 100_000,
+            external: None,
         }
     }
 }
@@ -105,9 +115,10 @@ impl BrokerConfig {
     /// Every problem with the configuration, each naming its key.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.segment_size.as_u64() < 4096 {
+        // Index entries hold 32-bit positions: a segment plus one batch must stay below 4 GiB.
+        if !(ByteSize::kib(4)..=ByteSize::gib(1)).contains(&self.segment_size) {
             problems.push(format!(
-                "broker.segment_size = {} is too small: use at least 4 KiB",
+                "broker.segment_size = {} is out of range: use 4 KiB to 1 GiB",
                 self.segment_size
             ));
         }
@@ -126,9 +137,9 @@ impl BrokerConfig {
         {
             problems.push(format!("broker.flush = {{ every = {interval:?} }}: use an interval between 1ms and 1h, or \"always\""));
         }
-        if self.max_frame_size < ByteSize::kib(64) {
+        if !(ByteSize::kib(64)..=ByteSize::gib(1)).contains(&self.max_frame_size) {
             problems.push(format!(
-                "broker.max_frame_size = {} is too small for Kafka clients: use at least 64 KiB",
+                "broker.max_frame_size = {} is out of range: Kafka clients need at least 64 KiB, and a request above 1 GiB is refused",
                 self.max_frame_size
             ));
         }
@@ -149,6 +160,7 @@ impl BrokerConfig {
             _ => {}
         }
         problems.extend(self.group_problems());
+        problems.extend(self.external.iter().flat_map(KafkaClientConfig::problems));
         problems
     }
 
@@ -208,7 +220,7 @@ impl BrokerConfig {
     }
 }
 
-fn parse_host_port(s: &str) -> Option<(String, u16)> {
+pub(crate) fn parse_host_port(s: &str) -> Option<(String, u16)> {
     let (host, port) = s.rsplit_once(':')?;
     let port = port.parse().ok()?;
     (!host.is_empty()).then(|| {

@@ -2,6 +2,9 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -50,6 +53,22 @@ pub enum LogError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error(
+        "cannot reach Kafka at {servers} within {timeout:?} ({source}): check broker.external.bootstrap_servers and that the cluster is up"
+    )]
+    KafkaUnreachable {
+        servers: String,
+        timeout: Duration,
+        source: Box<KafkaError>,
+    },
+    #[error("Kafka at {servers} failed to {action}: {source}")]
+    Kafka {
+        servers: String,
+        action: String,
+        source: Box<KafkaError>,
+    },
+    #[error("invalid Kafka client settings in broker.external: {0}")]
+    KafkaConfig(#[source] Box<KafkaError>),
 }
 
 impl LogError {

@@ -201,7 +201,11 @@ impl Log {
     /// Call it once nothing appends any more.
     pub fn close(&self) -> Result<(), LogError> {
         self.background.lock().expect("background lock").clear();
-        self.flush()?;
+        let topics = self.all_topics();
+        topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .try_for_each(Partition::close)?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         File::create(&marker)
             .and_then(|f| f.sync_all())
@@ -362,7 +366,7 @@ impl Log {
             );
             pending.push((p as i32, append));
         }
-        self.make_durable(topic_name, &topic, &pending)?;
+        self.make_durable(&topic, &pending)?;
         placed.sort_unstable_by_key(|(i, _, _)| *i);
         Ok(placed.into_iter().map(|(_, p, o)| (p, o)).collect())
     }
@@ -387,14 +391,13 @@ impl Log {
                 base
             }));
         }
-        self.make_durable(topic_name, &topic, &pending)?;
+        self.make_durable(&topic, &pending)?;
         Ok(results)
     }
 
     /// Fsyncs what `pending` wrote (when configured), then makes it readable and wakes readers.
     fn make_durable(
         &self,
-        topic_name: &str,
         topic: &Topic,
         pending: &[(i32, PendingAppend)],
     ) -> Result<(), LogError> {
@@ -402,11 +405,8 @@ impl Log {
             return Ok(());
         }
         if self.config.flush == FlushPolicy::Always {
-            for (p, append) in pending {
-                append
-                    .file
-                    .sync_data()
-                    .map_err(LogError::io(self.partition_dir(topic_name, *p)))?;
+            for (_, append) in pending {
+                append.sync()?;
             }
         }
         for (p, append) in pending {

@@ -7,14 +7,19 @@ use bytesize::ByteSize;
 use polis_telemetry::Limits;
 use serde::{Deserialize, Serialize};
 
+use crate::bridge::BridgeConfig;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
-    /// Address of the MQTT v3.1.1 listener.
+    /// Address of the embedded MQTT v3.1.1 listener (not used in bridge mode).
     pub mqtt_listen: SocketAddr,
-    /// Most simultaneous MQTT connections.
+    /// Most simultaneous MQTT connections to the embedded listener.
     pub max_connections: usize,
     /// Largest MQTT packet; a larger one closes the connection (MQTT has no way to refuse it).
+    /// In bridge mode it is the largest packet the gateway reads from the broker: make the
+    /// broker's own limit (Mosquitto's `max_packet_size`) no larger, or a bigger message is
+    /// redelivered after every reconnect and stalls the bridge.
     pub max_packet_size: ByteSize,
     /// Largest accepted payload; a larger one (up to `max_packet_size`) is dead-lettered as
     /// `payload_too_large`.
@@ -27,13 +32,18 @@ pub struct GatewayConfig {
     pub max_age: Duration,
     /// Most messages appended to the log in one durable write.
     pub max_batch: usize,
-    /// Memory rumqttd may use to buffer messages the gateway has not taken yet.
+    /// Memory the embedded MQTT server (rumqttd) may use to buffer messages the gateway has not
+    /// taken yet.
     pub mqtt_buffer: ByteSize,
     /// Admit every MQTT CONNECT without checking the device registry (`{data_dir}/devices.json`).
     /// rumqttd refuses a CONNECT without credentials before the gateway is asked, so this
     /// cannot mean "anonymous or registered": `true` turns device authentication off entirely.
-    /// Only for tests and closed networks.
+    /// Only for tests and closed networks. Bridge mode ignores it: the external broker
+    /// authenticates devices.
     pub allow_anonymous: bool,
+    /// Bridge mode: take device messages from an external MQTT broker instead of running the
+    /// embedded one, e.g. `[gateway.bridge]` `url = "mqtt://127.0.0.1:1883"`. Unset by default.
+    pub bridge: Option<BridgeConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -49,6 +59,7 @@ impl Default for GatewayConfig {
             max_batch: 5_000,
             mqtt_buffer: ByteSize::mib(256),
             allow_anonymous: false,
+            bridge: None,
         }
     }
 }
@@ -64,15 +75,10 @@ impl GatewayConfig {
 
     /// Every problem with the configuration, each naming its key.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.mqtt_listen.port() == 0 {
-            problems.push("gateway.mqtt_listen needs a fixed port (rumqttd cannot report a port chosen by the OS)".to_string());
-        }
-        if self.max_connections == 0 {
-            problems.push(
-                "gateway.max_connections = 0 would refuse every device: use at least 1".to_string(),
-            );
-        }
+        let mut problems = match &self.bridge {
+            Some(bridge) => bridge.problems(),
+            None => self.embedded_problems(),
+        };
         if self.max_payload_size > self.max_packet_size {
             problems.push(format!(
                 "gateway.max_payload_size = {} is larger than gateway.max_packet_size = {}: make the packet limit the larger",
@@ -82,6 +88,20 @@ impl GatewayConfig {
         if self.max_batch == 0 {
             problems.push("gateway.max_batch = 0: use at least 1".to_string());
         }
+        problems
+    }
+
+    /// Problems with the settings only the embedded MQTT server uses (bridge mode ignores them).
+    fn embedded_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.mqtt_listen.port() == 0 {
+            problems.push("gateway.mqtt_listen needs a fixed port (rumqttd cannot report a port chosen by the OS)".to_string());
+        }
+        if self.max_connections == 0 {
+            problems.push(
+                "gateway.max_connections = 0 would refuse every device: use at least 1".to_string(),
+            );
+        }
         if self.mqtt_buffer < ByteSize::mib(1) {
             problems.push(format!(
                 "gateway.mqtt_buffer = {} is too small: use at least 1 MiB",
@@ -89,5 +109,73 @@ impl GatewayConfig {
             ));
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bridge_section_reads_with_defaults_and_human_durations() {
+        let config: GatewayConfig = toml::from_str(
+            "[bridge]\nurl = \"mqtt://10.0.0.5\"\nusername = \"polis-gateway\"\npassword = \"pw\"\nkeep_alive = \"45s\"\n",
+        )
+        .unwrap();
+        let bridge = config.bridge.unwrap();
+        assert_eq!(bridge.keep_alive, Duration::from_secs(45));
+        assert_eq!(bridge.client_id, "polis-gateway");
+        assert_eq!(bridge.topic_filter(), "$share/polis/city/#");
+        assert_eq!(bridge.max_inflight, 1_000);
+        let unknown =
+            toml::from_str::<GatewayConfig>("[bridge]\nurl = \"mqtt://h\"\nshare = \"x\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(unknown.contains("unknown field `share`"), "{unknown}");
+        let missing = toml::from_str::<GatewayConfig>("[bridge]\nclient_id = \"gw\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("missing field `url`"), "{missing}");
+    }
+
+    #[test]
+    fn the_section_prints_and_reads_back_unchanged() {
+        let embedded = GatewayConfig::default();
+        let text = toml::to_string_pretty(&embedded).unwrap();
+        assert!(!text.contains("bridge"), "unset by default:\n{text}");
+        assert_eq!(toml::from_str::<GatewayConfig>(&text).unwrap(), embedded);
+        let bridged = GatewayConfig {
+            bridge: Some(BridgeConfig::new("mqtt://10.0.0.5:1883")),
+            ..GatewayConfig::default()
+        };
+        let text = toml::to_string_pretty(&bridged).unwrap();
+        assert!(
+            text.contains("[bridge]") && text.contains("keep_alive = \"30s\""),
+            "{text}"
+        );
+        assert_eq!(toml::from_str::<GatewayConfig>(&text).unwrap(), bridged);
+    }
+
+    #[test]
+    fn bridge_mode_checks_its_section_instead_of_the_embedded_listener() {
+        let mut config = GatewayConfig {
+            mqtt_listen: "127.0.0.1:0".parse().unwrap(),
+            ..GatewayConfig::default()
+        };
+        assert_eq!(
+            config.problems(),
+            [
+                "gateway.mqtt_listen needs a fixed port (rumqttd cannot report a port chosen by the OS)"
+            ]
+        );
+        config.bridge = Some(BridgeConfig::new("mqtts://broker:8883"));
+        assert_eq!(
+            config.problems(),
+            [
+                "gateway.bridge.url = \"mqtts://broker:8883\" uses mqtts://, which bridge mode does not support (plain MQTT only): use mqtt://HOST[:PORT], e.g. \"mqtt://127.0.0.1:1883\""
+            ]
+        );
+        config.bridge = Some(BridgeConfig::new("mqtt://broker"));
+        assert_eq!(config.problems(), Vec::<String>::new());
     }
 }

@@ -19,6 +19,8 @@ pub enum GatewayError {
     Link(String),
     #[error("cannot read the device registry: {0}")]
     Devices(#[from] RegistryError),
+    #[error("the bridge's MQTT connection task stopped before shutdown; restart the gateway")]
+    BridgeStopped,
     #[error("cannot start a gateway thread: {0}")]
     Thread(std::io::Error),
 }

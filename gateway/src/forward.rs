@@ -1,18 +1,23 @@
-//! The forwarder thread: local link → validate → durable append, in batches.
+//! The forwarder thread: a [`Source`] → validate → durable append, in batches → tell the source.
+//!
+//! Every source (the embedded rumqttd link, the bridge to an external broker) goes through this
+//! one path: [`route`] each message, [`group_by_topic`], append every topic's records with
+//! retries, count the batch in [`GatewayStats`], then report the outcome to the source, which
+//! acknowledges stored messages or has failed ones delivered again.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use polis_broker::LogClient;
+use polis_broker::{LogClient, Record};
 use polis_telemetry::Validator;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::GatewayConfig;
 use crate::error::GatewayError;
-use crate::mqtt::EmbeddedMqtt;
+use crate::source::{MqttMessage, Source};
 use crate::stats::GatewayStats;
 use crate::translate::{group_by_topic, route};
 
@@ -20,58 +25,89 @@ use crate::translate::{group_by_topic, route};
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const APPEND_ATTEMPTS: u32 = 5;
 
-pub(crate) fn spawn(
-    mut link: EmbeddedMqtt,
-    config: GatewayConfig,
-    log: Arc<dyn LogClient>,
-    stats: Arc<GatewayStats>,
-    shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, GatewayError> {
-    let runtime = Handle::current();
-    let validator = Validator::new(config.limits());
-    thread::Builder::new()
-        .name("gateway-forwarder".into())
-        .spawn(move || {
-            loop {
-                let stopping = shutdown.is_cancelled();
-                let deadline = if stopping { Instant::now() } else { Instant::now() + POLL_INTERVAL };
-                let batch = match link.next_batch(config.max_batch, deadline) {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        tracing::error!(error = %e, "the MQTT link failed; the gateway stops forwarding");
-                        return;
-                    }
-                };
-                if batch.overwritten > 0 {
-                    tracing::error!(lost = batch.overwritten, "rumqttd overwrote messages before the gateway read them; raise gateway.mqtt_buffer");
-                    stats.record_overwritten(batch.overwritten);
-                }
-                if batch.messages.is_empty() {
-                    if stopping {
-                        return;
-                    }
-                    continue;
-                }
-                let now = Utc::now();
-                let received = batch.messages.len() as u64;
-                let routed: Vec<_> = batch.messages.iter().map(|m| route(&validator, &m.topic, &m.payload, None, now)).collect();
-                let rejected: Vec<_> = routed.iter().filter_map(|r| r.rejected).collect();
-                let accepted = received - rejected.len() as u64;
-                if runtime.block_on(append(log.as_ref(), group_by_topic(routed))) {
-                    stats.record_batch(received, accepted, &rejected);
-                } else {
-                    stats.record_append_failure(received);
-                }
+/// What the forwarder needs besides its source.
+pub(crate) struct Forwarder {
+    pub validator: Validator,
+    pub max_batch: usize,
+    pub log: Arc<dyn LogClient>,
+    pub stats: Arc<GatewayStats>,
+    pub shutdown: CancellationToken,
+}
+
+impl Forwarder {
+    /// Runs on its own thread until shutdown, when it stops the source's intake, stores what the
+    /// source still holds and lets the source finish.
+    pub fn spawn<S: Source>(self, source: S) -> Result<JoinHandle<()>, GatewayError> {
+        let runtime = Handle::current();
+        thread::Builder::new()
+            .name("gateway-forwarder".into())
+            .spawn(move || self.run(source, &runtime))
+            .map_err(GatewayError::Thread)
+    }
+
+    fn run<S: Source>(self, mut source: S, runtime: &Handle) {
+        let mut stopping = false;
+        loop {
+            if !stopping && self.shutdown.is_cancelled() {
+                stopping = true;
+                source.stop_intake();
             }
-        })
-        .map_err(GatewayError::Thread)
+            let deadline = if stopping {
+                Instant::now()
+            } else {
+                Instant::now() + POLL_INTERVAL
+            };
+            let batch = match source.next_batch(self.max_batch, deadline) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "the MQTT side failed; the gateway stops forwarding");
+                    break;
+                }
+            };
+            if batch.overwritten > 0 {
+                tracing::error!(
+                    lost = batch.overwritten,
+                    "rumqttd overwrote messages before the gateway read them; raise gateway.mqtt_buffer"
+                );
+                self.stats.record_overwritten(batch.overwritten);
+            }
+            if batch.messages.is_empty() {
+                if stopping {
+                    break;
+                }
+                continue;
+            }
+            if self.store(&batch.messages, runtime) {
+                source.stored(batch.receipt);
+            } else {
+                source.not_stored(batch.receipt);
+            }
+        }
+        source.finish();
+    }
+
+    /// Validates and appends one batch; true once every record of it is durable.
+    fn store(&self, messages: &[MqttMessage], runtime: &Handle) -> bool {
+        let now = Utc::now();
+        let received = messages.len() as u64;
+        let routed: Vec<_> = messages
+            .iter()
+            .map(|m| route(&self.validator, &m.topic, &m.payload, None, now))
+            .collect();
+        let rejected: Vec<_> = routed.iter().filter_map(|r| r.rejected).collect();
+        let accepted = received - rejected.len() as u64;
+        if runtime.block_on(append(self.log.as_ref(), group_by_topic(routed))) {
+            self.stats.record_batch(received, accepted, &rejected);
+            true
+        } else {
+            self.stats.record_append_failure(received);
+            false
+        }
+    }
 }
 
 /// Appends every topic's records concurrently, retrying a failed topic with backoff.
-async fn append(
-    log: &dyn LogClient,
-    by_topic: std::collections::BTreeMap<&'static str, Vec<polis_broker::Record>>,
-) -> bool {
+async fn append(log: &dyn LogClient, by_topic: BTreeMap<&'static str, Vec<Record>>) -> bool {
     let appends = by_topic.into_iter().map(|(topic, records)| async move {
         let count = records.len();
         for attempt in 1..=APPEND_ATTEMPTS {

@@ -15,31 +15,17 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::{Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
+use crate::source::{Batch, MqttMessage, Source};
 
 const LINK_ID: &str = "polis-gateway";
 const SEGMENT_COUNT: usize = 16;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One device message as rumqttd forwarded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MqttMessage {
-    pub topic: String,
-    pub payload: Bytes,
-}
-
-/// What the local link yielded in one read.
-pub(crate) struct LinkBatch {
-    pub messages: Vec<MqttMessage>,
-    /// Messages rumqttd overwrote before they were read (gaps in its cursor).
-    pub overwritten: u64,
-}
 
 pub(crate) struct EmbeddedMqtt {
     _link_tx: LinkTx,
@@ -88,12 +74,20 @@ impl EmbeddedMqtt {
             last_cursor: None,
         })
     }
+}
 
-    /// Up to `max` messages, waiting until `deadline` for the first one.
-    pub fn next_batch(&mut self, max: usize, deadline: Instant) -> Result<LinkBatch, GatewayError> {
-        let mut batch = LinkBatch {
+/// The local link subscribes at QoS 0: there is nothing to acknowledge, and nothing to ask for
+/// again when an append fails (those messages are counted as append failures).
+impl Source for EmbeddedMqtt {
+    type Receipt = ();
+
+    /// Up to `max` messages, waiting until `deadline` for the first one. Gaps in rumqttd's
+    /// cursor are counted as overwritten.
+    fn next_batch(&mut self, max: usize, deadline: Instant) -> Result<Batch<()>, GatewayError> {
+        let mut batch = Batch {
             messages: Vec::new(),
             overwritten: 0,
+            receipt: (),
         };
         let mut wait_until = deadline;
         while batch.messages.len() < max {
@@ -128,6 +122,15 @@ impl EmbeddedMqtt {
         }
         Ok(batch)
     }
+
+    fn stored(&mut self, (): ()) {}
+
+    fn not_stored(&mut self, (): ()) {}
+
+    /// rumqttd cannot be stopped: the forwarder reads until the link has nothing waiting.
+    fn stop_intake(&mut self) {}
+
+    fn finish(self) {}
 }
 
 fn rumqttd_config(config: &GatewayConfig, authenticator: Option<Authenticator>) -> Config {

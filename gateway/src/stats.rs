@@ -1,6 +1,7 @@
 //! Gateway counters: every received message is accepted, dead-lettered, or (only when the log
 //! itself fails) counted as failed; every CONNECT the gateway decides on is authenticated or
-//! refused for one [`Refusal`] cause.
+//! refused for one [`Refusal`] cause. In bridge mode, stored messages are also counted as they
+//! are acknowledged to the external broker.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +22,8 @@ pub struct GatewayStats {
     rejected: Mutex<HashMap<RejectReason, u64>>,
     authenticated: AtomicU64,
     refused: Mutex<HashMap<Refusal, u64>>,
+    broker_sessions: AtomicU64,
+    acknowledged: AtomicU64,
 }
 
 impl GatewayStats {
@@ -54,6 +57,14 @@ impl GatewayStats {
             .expect("stats lock")
             .entry(cause)
             .or_default() += 1;
+    }
+
+    pub(crate) fn record_broker_session(&self) {
+        self.broker_sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_acknowledged(&self) {
+        self.acknowledged.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn received(&self) -> u64 {
@@ -98,5 +109,15 @@ impl GatewayStats {
             .get(&cause)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Bridge mode: connections to the external broker whose subscription it confirmed.
+    pub fn broker_sessions(&self) -> u64 {
+        self.broker_sessions.load(Ordering::Relaxed)
+    }
+
+    /// Bridge mode: stored messages whose PUBACK was sent to the external broker.
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged.load(Ordering::Relaxed)
     }
 }

@@ -18,6 +18,8 @@ pub const HEADER_REASON: &str = "reason";
 pub const HEADER_DETAIL: &str = "detail";
 /// Header with the time the gateway received the message (RFC 3339).
 pub const HEADER_RECEIVED_AT: &str = "received_at";
+/// Header with where an undecodable log record was found, as `{topic}/{partition}/{offset}`.
+pub const HEADER_SOURCE: &str = "source";
 
 /// The machine-readable reason a message was dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -43,10 +45,13 @@ pub enum RejectReason {
     UnknownKind,
     /// The topic does not have the shape `city/{district}/{kind}/{device_id}`.
     BadTopic,
+    /// A record on a telemetry topic, written there by a Kafka client rather than the gateway,
+    /// is not a canonical reading of the topic's kind (found by analytics, not the gateway).
+    UndecodableRecord,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::MalformedJson,
         RejectReason::MissingField,
         RejectReason::WrongType,
@@ -57,6 +62,7 @@ impl RejectReason {
         RejectReason::PayloadTooLarge,
         RejectReason::UnknownKind,
         RejectReason::BadTopic,
+        RejectReason::UndecodableRecord,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +77,7 @@ impl RejectReason {
             RejectReason::PayloadTooLarge => "payload_too_large",
             RejectReason::UnknownKind => "unknown_kind",
             RejectReason::BadTopic => "bad_topic",
+            RejectReason::UndecodableRecord => "undecodable_record",
         }
     }
 }

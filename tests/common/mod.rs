@@ -1,5 +1,6 @@
-//! Helpers shared by the end-to-end tests: free ports, a test configuration, SQL over HTTP, and
-//! waiting for a condition with a deadline. Each test binary uses only some of them.
+//! Helpers shared by the end-to-end tests: free ports, a test configuration, publishing over
+//! MQTT, SQL over HTTP, and waiting for a condition with a deadline. Each test binary uses only
+//! some of them.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -8,7 +9,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use polis::PolisConfig;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
+
+/// How long any one wait for the platform may take before the test fails.
+pub const LIMIT: Duration = Duration::from_secs(60);
 
 /// A port that was free a moment ago (rumqttd cannot report a port the OS picked).
 pub fn free_port() -> u16 {
@@ -31,6 +36,35 @@ pub fn test_config(data_dir: &Path) -> PolisConfig {
     config.analytics.pg_listen = "127.0.0.1:0".parse().unwrap();
     config.broker.telemetry_partitions = 4;
     config
+}
+
+/// Publishes every message at QoS 1 over one real MQTT connection and waits for every PUBACK.
+pub async fn publish(mqtt: std::net::SocketAddr, client_id: &str, messages: &[(String, Vec<u8>)]) {
+    let mut options = MqttOptions::new(client_id, mqtt.ip().to_string(), mqtt.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let expected = messages.len();
+    let acks = tokio::spawn(async move {
+        let mut acks = 0;
+        while acks < expected {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acks += 1,
+                Ok(_) => {}
+                Err(e) => panic!("MQTT connection failed: {e}"),
+            }
+        }
+    });
+    for (topic, payload) in messages {
+        client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(LIMIT, acks)
+        .await
+        .expect("every publish is acknowledged")
+        .unwrap();
+    client.disconnect().await.ok();
 }
 
 /// Runs `query` through `POST /api/sql`; panics with the server's message on an error status.

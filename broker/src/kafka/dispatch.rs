@@ -266,6 +266,10 @@ pub(crate) fn error_code(e: &LogError) -> i16 {
         LogError::Closed | LogError::Io { .. } | LogError::Metadata { .. } => {
             ResponseError::KafkaStorageError
         }
+        // Errors of the client of an external cluster; the log this broker serves never has them.
+        LogError::KafkaUnreachable { .. } | LogError::Kafka { .. } | LogError::KafkaConfig(_) => {
+            ResponseError::UnknownServerError
+        }
     };
     error.code()
 }

@@ -1,4 +1,6 @@
 //! A broker serving Kafka clients on 127.0.0.1:0 over a data directory, for the real-client tests.
+//! Each test binary uses only some of it.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,7 +23,11 @@ pub struct Broker {
 
 /// Opens the log in `dir` (recovering what is there) and serves it.
 pub async fn start(dir: &Path) -> Broker {
-    let config = BrokerConfig::default();
+    start_with(dir, BrokerConfig::default()).await
+}
+
+/// [`start`] with `config`.
+pub async fn start_with(dir: &Path, config: BrokerConfig) -> Broker {
     let log = Log::open(dir, config.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
