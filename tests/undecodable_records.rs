@@ -63,7 +63,10 @@ async fn a_record_that_does_not_decode_is_dead_lettered_exactly_once() {
         detail.starts_with(&format!("record {source} is not a traffic reading: ")),
         "{detail}"
     );
-    assert_eq!(count(platform.http_addr(), "SELECT count(*) AS n FROM traffic").await, 0);
+    assert_eq!(
+        count(platform.http_addr(), "SELECT count(*) AS n FROM traffic").await,
+        0
+    );
     platform.shutdown().await;
 
     // The restart replays telemetry.traffic; a second bad record in the same partition (same
@@ -79,7 +82,11 @@ async fn a_record_that_does_not_decode_is_dead_lettered_exactly_once() {
         (dead_letters_of(&platform, &marker).await == 1).then_some(())
     })
     .await;
-    assert_eq!(dead_letters_of(&platform, &source).await, 1, "not dead-lettered twice");
+    assert_eq!(
+        dead_letters_of(&platform, &source).await,
+        1,
+        "not dead-lettered twice"
+    );
     assert_eq!(
         count(platform.http_addr(), "SELECT count(*) AS n FROM deadletter").await,
         2

@@ -185,7 +185,11 @@ pub(crate) mod tests {
             .iter()
             .enumerate()
             .map(|(i, (ms, vehicles))| {
-                consumed("telemetry.traffic", i as i64, &traffic_json(i, *ms, *vehicles))
+                consumed(
+                    "telemetry.traffic",
+                    i as i64,
+                    &traffic_json(i, *ms, *vehicles),
+                )
             })
             .collect();
         decode("traffic", &records.iter().collect::<Vec<_>>())

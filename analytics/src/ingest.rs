@@ -10,7 +10,9 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 use polis_broker::{ConsumedRecord, LogClient, Record, TopicReader};
-use polis_telemetry::deadletter::{HEADER_DETAIL, HEADER_REASON, HEADER_RECEIVED_AT, HEADER_SOURCE};
+use polis_telemetry::deadletter::{
+    HEADER_DETAIL, HEADER_REASON, HEADER_RECEIVED_AT, HEADER_SOURCE,
+};
 use polis_telemetry::reading::format_time;
 use polis_telemetry::{MetricRecord, RejectReason, schema, topics};
 use tokio::task::JoinSet;
@@ -151,7 +153,13 @@ fn insert<'r>(store: &HotStore, records: &'r [ConsumedRecord]) -> Inserted<'r> {
 async fn follow(mut reader: TopicReader, store: Arc<HotStore>, shutdown: CancellationToken) {
     while let Some(records) = next(&mut reader, &shutdown).await {
         for (r, error) in insert(&store, &records).undecodable {
-            tracing::error!(topic = r.topic, partition = r.partition, offset = r.offset, error, "skipping a record analytics wrote that does not decode");
+            tracing::error!(
+                topic = r.topic,
+                partition = r.partition,
+                offset = r.offset,
+                error,
+                "skipping a record analytics wrote that does not decode"
+            );
         }
     }
 }
@@ -265,24 +273,28 @@ async fn emit_window(
     end: DateTime<Utc>,
     shutdown: &CancellationToken,
 ) -> bool {
-    retrying(&format!("emitting the window at {start}"), shutdown, || async {
-        let rows = metrics::evaluate(definitions, store, start, end, Utc::now()).await?;
-        let records: Vec<Record> = rows
-            .iter()
-            .map(|m| {
-                Record::new(
-                    Some(m.key()),
-                    serde_json::to_vec(m).expect("metric rows serialize"),
-                    end.timestamp_millis(),
-                )
-            })
-            .collect();
-        if !records.is_empty() {
-            log.produce(topics::METRICS, records).await?;
-        }
-        tracing::debug!(window_start = %start, rows = rows.len(), "emitted window");
-        Ok(())
-    })
+    retrying(
+        &format!("emitting the window at {start}"),
+        shutdown,
+        || async {
+            let rows = metrics::evaluate(definitions, store, start, end, Utc::now()).await?;
+            let records: Vec<Record> = rows
+                .iter()
+                .map(|m| {
+                    Record::new(
+                        Some(m.key()),
+                        serde_json::to_vec(m).expect("metric rows serialize"),
+                        end.timestamp_millis(),
+                    )
+                })
+                .collect();
+            if !records.is_empty() {
+                log.produce(topics::METRICS, records).await?;
+            }
+            tracing::debug!(window_start = %start, rows = rows.len(), "emitted window");
+            Ok(())
+        },
+    )
     .await
 }
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use polis_broker::{BrokerConfig, Log};
 use rdkafka::ClientContext;
-use rdkafka::error::KafkaError;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -84,7 +84,12 @@ fn consume_all(addr: &str, partitions: &[i32]) -> (u64, f64, BaseConsumer) {
 
 /// The user + system CPU seconds in a `/proc/…/stat` line.
 fn cpu_seconds(stat: &str) -> f64 {
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
 }
 
@@ -252,7 +257,8 @@ fn main() {
     assert_eq!(consumed, records, "every record produced is consumed");
     let consume_s = start.elapsed().as_secs_f64();
     let mut cpu_after = thread_cpu();
-    *cpu_after.entry("client loop").or_insert(0.0) += readers.iter().map(|(_, s, _)| s).sum::<f64>();
+    *cpu_after.entry("client loop").or_insert(0.0) +=
+        readers.iter().map(|(_, s, _)| s).sum::<f64>();
     drop(readers);
     let consume_cpu = cpu_shares(&cpu_before, cpu_after, consume_s);
     stop.cancel();

@@ -195,7 +195,8 @@ fn open(path: &Path, truncate: bool) -> Result<File, LogError> {
 fn read_all(file: &File, path: &Path) -> Result<Vec<u8>, LogError> {
     let len = file.metadata().map_err(LogError::io(path))?.len();
     let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, 0).map_err(LogError::io(path))?;
+    file.read_exact_at(&mut buf, 0)
+        .map_err(LogError::io(path))?;
     Ok(buf)
 }
 
@@ -231,7 +232,10 @@ fn parse(offsets: &[u8], times: &[u8], log_len: u64) -> Result<Vec<Entry>, Strin
     if !ordered {
         return Err("index entries are out of order".to_string());
     }
-    if entries.last().is_some_and(|e| u64::from(e.position) >= log_len) {
+    if entries
+        .last()
+        .is_some_and(|e| u64::from(e.position) >= log_len)
+    {
         return Err("an index entry points past the end of the log".to_string());
     }
     Ok(entries)

@@ -227,10 +227,7 @@ impl Partition {
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.lock()
-            .segments
-            .first()
-            .map_or(0, Segment::base_offset)
+        self.lock().segments.first().map_or(0, Segment::base_offset)
     }
 
     /// Whole batches holding `offset` and after, up to about `max_bytes` (always at least one
@@ -368,7 +365,14 @@ mod tests {
     fn segment_bases(dir: &Path) -> Vec<i64> {
         let mut bases: Vec<i64> = fs::read_dir(dir)
             .unwrap()
-            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .filter_map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
+            })
             .collect();
         bases.sort_unstable();
         bases
@@ -578,7 +582,10 @@ mod tests {
         assert_eq!(p.read(0, usize::MAX).unwrap().len(), 1200);
         for ts in (0..=11_990).step_by(13) {
             let first = (ts + 9) / 10;
-            assert_eq!(p.offset_for_timestamp(ts).unwrap(), Some((first, first * 10)));
+            assert_eq!(
+                p.offset_for_timestamp(ts).unwrap(),
+                Some((first, first * 10))
+            );
         }
         assert_eq!(p.offset_for_timestamp(11_991).unwrap(), None);
     }
@@ -626,7 +633,11 @@ mod tests {
         drop(indexed_partition(dir.path()));
         let bases = segment_bases(dir.path());
         // Garbage over one index, another cut mid-entry, the last entry of a third off by a byte.
-        fs::write(dir.path().join(segment_file_name(bases[1], "index")), [0xFF; 24]).unwrap();
+        fs::write(
+            dir.path().join(segment_file_name(bases[1], "index")),
+            [0xFF; 24],
+        )
+        .unwrap();
         let cut = dir.path().join(segment_file_name(bases[2], "index"));
         let bytes = fs::read(&cut).unwrap();
         fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
@@ -658,7 +669,10 @@ mod tests {
         assert_eq!(p.read(1195, 1).unwrap()[0].offset, 1195);
         append_committed(&p, &records(1, "after"));
         assert_eq!(p.read(1196, 1).unwrap()[0].record.value, "after-0");
-        assert_eq!(p.offset_for_timestamp(11_950).unwrap(), Some((1195, 11_950)));
+        assert_eq!(
+            p.offset_for_timestamp(11_950).unwrap(),
+            Some((1195, 11_950))
+        );
     }
 
     mod properties {

@@ -123,10 +123,11 @@ impl Segment {
         base_offset: i64,
         len: u64,
     ) -> Result<Result<Segment, (LogFile, String)>, LogError> {
-        let (expected, mut max_timestamp) = index.last_entry().map_or(
-            (base_offset, i64::MIN),
-            |(relative_offset, before)| (base_offset + i64::from(relative_offset), before),
-        );
+        let (expected, mut max_timestamp) = index
+            .last_entry()
+            .map_or((base_offset, i64::MIN), |(relative_offset, before)| {
+                (base_offset + i64::from(relative_offset), before)
+            });
         let end = log.scan(index.last_position(), len, expected, false, |_, info| {
             max_timestamp = max_timestamp.max(info.max_timestamp);
             ControlFlow::Continue(())
@@ -293,19 +294,20 @@ impl SegmentView {
     ) -> Result<bool, LogError> {
         let mut wanted: Vec<(u64, usize)> = Vec::new();
         let mut reached_end = true;
-        self.log.read_scan(self.start, self.size, |position, info| {
-            if info.last_offset() < offset {
-                return ControlFlow::Continue(());
-            }
-            let first = out.is_empty() && wanted.is_empty();
-            if info.last_offset() >= high_watermark || (!first && info.size > *budget) {
-                reached_end = false;
-                return ControlFlow::Break(());
-            }
-            *budget = budget.saturating_sub(info.size);
-            wanted.push((position, info.size));
-            ControlFlow::Continue(())
-        })?;
+        self.log
+            .read_scan(self.start, self.size, |position, info| {
+                if info.last_offset() < offset {
+                    return ControlFlow::Continue(());
+                }
+                let first = out.is_empty() && wanted.is_empty();
+                if info.last_offset() >= high_watermark || (!first && info.size > *budget) {
+                    reached_end = false;
+                    return ControlFlow::Break(());
+                }
+                *budget = budget.saturating_sub(info.size);
+                wanted.push((position, info.size));
+                ControlFlow::Continue(())
+            })?;
         let (Some(&(from, _)), Some(&(last, last_size))) = (wanted.first(), wanted.last()) else {
             return Ok(reached_end);
         };
@@ -325,16 +327,17 @@ impl SegmentView {
         high_watermark: i64,
     ) -> Result<Option<Bytes>, LogError> {
         let mut found = None;
-        self.log.read_scan(self.start, self.size, |position, info| {
-            if info.last_offset() >= high_watermark {
-                return ControlFlow::Break(());
-            }
-            if info.max_timestamp >= timestamp_ms {
-                found = Some((position, info.size));
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        })?;
+        self.log
+            .read_scan(self.start, self.size, |position, info| {
+                if info.last_offset() >= high_watermark {
+                    return ControlFlow::Break(());
+                }
+                if info.max_timestamp >= timestamp_ms {
+                    found = Some((position, info.size));
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            })?;
         found
             .map(|(position, size)| Ok(Bytes::from(self.log.read(position, size)?)))
             .transpose()
@@ -434,7 +437,9 @@ impl LogFile {
             }
             let header = &chunk[(position - chunk_start) as usize..];
             let size = batch::LOG_OVERHEAD as i64
-                + i64::from(i32::from_be_bytes(header[8..12].try_into().expect("4 bytes")));
+                + i64::from(i32::from_be_bytes(
+                    header[8..12].try_into().expect("4 bytes"),
+                ));
             if size < batch::HEADER_LEN as i64 || position + size as u64 > end {
                 break Some(format!(
                     "batch at byte {position} claims {size} bytes: less than a batch header or more than the file holds"

@@ -57,7 +57,10 @@ async fn bad_requests_close_only_their_own_connection() {
 
     let unknown_api = [0, 0, 0, 10, 0x03, 0xE7, 0, 0, 0, 0, 0, 1, 0xFF, 0xFF];
     let cases: [(&str, &[u8]); 4] = [
-        ("larger than broker.max_frame_size", &[0x7F, 0xFF, 0xFF, 0xFF]),
+        (
+            "larger than broker.max_frame_size",
+            &[0x7F, 0xFF, 0xFF, 0xFF],
+        ),
         ("negative length", &[0xFF, 0xFF, 0xFF, 0xFF]),
         ("shorter than a request header", &[0, 0, 0, 2, 0, 3]),
         ("unknown API key 999", &unknown_api),

@@ -64,7 +64,16 @@ async fn kcat_kafka_python_and_confluent_kafka_work_as_the_readme_shows() {
         "kcat",
         kcat(
             &addr,
-            &["-C", "-t", "city.notes", "-o", "beginning", "-e", "-f", "%k %s\n"],
+            &[
+                "-C",
+                "-t",
+                "city.notes",
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                "%k %s\n",
+            ],
         ),
         "",
     )
