@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use common::{LIMIT, count, eventually, publish, sql, test_config};
+use common::{LIMIT, count, counts_by, eventually, publish, sql, test_config};
 use futures::StreamExt;
 use polis::{Platform, PolisConfig};
 use polis_telemetry::fiware::{AcMeasurement, GeoPoint, PhaseValues, TrafficFlowObserved, Vehicle};
@@ -272,19 +272,12 @@ async fn devices_reach_the_dashboard_and_sql_and_survive_a_restart() {
     );
 
     // Every malformed message is dead-lettered with its reason and its exact original bytes.
-    let reasons: BTreeMap<String, i64> = sql(
+    let reasons = counts_by(
         http,
+        "reason",
         "SELECT reason, count(*) AS n FROM deadletter GROUP BY reason",
     )
-    .await
-    .iter()
-    .map(|r| {
-        (
-            r["reason"].as_str().unwrap().to_string(),
-            r["n"].as_i64().unwrap(),
-        )
-    })
-    .collect();
+    .await;
     assert_eq!(reasons, expected_dead);
     for m in input
         .messages

@@ -11,7 +11,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use common::{LIMIT, count, eventually, publish, sql, test_config};
+use common::{LIMIT, count, counts_by, eventually, publish, sql, test_config};
 use polis::Platform;
 use polis_broker::partitioner::partition_for_key;
 use polis_broker::{KafkaClientConfig, Log, StoredRecord};
@@ -128,19 +128,12 @@ async fn the_platform_runs_on_an_external_cluster() {
         )
         .await;
     }
-    let per_device: BTreeMap<String, i64> = sql(
+    let per_device = counts_by(
         http,
+        "device_id",
         "SELECT device_id, count(*) AS n FROM traffic GROUP BY device_id",
     )
-    .await
-    .iter()
-    .map(|r| {
-        (
-            r["device_id"].as_str().unwrap().to_string(),
-            r["n"].as_i64().unwrap(),
-        )
-    })
-    .collect();
+    .await;
     let every_device_twice: BTreeMap<String, i64> =
         (0..6).map(|d| (format!("tc-{d}"), 2)).collect();
     assert_eq!(per_device, every_device_twice);

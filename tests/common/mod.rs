@@ -81,6 +81,24 @@ pub async fn sql(http: SocketAddr, query: &str) -> Vec<Value> {
     body.as_array().unwrap().clone()
 }
 
+/// A `SELECT key, count(*) AS n … GROUP BY key` as a map from each key to its count.
+pub async fn counts_by(
+    http: SocketAddr,
+    key: &str,
+    query: &str,
+) -> std::collections::BTreeMap<String, i64> {
+    sql(http, query)
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r[key].as_str().unwrap().to_string(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// The single number a `SELECT count(*) AS n …` returns.
 pub async fn count(http: SocketAddr, query: &str) -> i64 {
     sql(http, query).await[0]["n"].as_i64().unwrap()
