@@ -202,7 +202,9 @@ fn read_all(file: &File, path: &Path) -> Result<Vec<u8>, LogError> {
 
 /// Decodes both files into entries, or says why they cannot be trusted.
 fn parse(offsets: &[u8], times: &[u8], log_len: u64) -> Result<Vec<Entry>, String> {
-    if offsets.len() % OFFSET_ENTRY_LEN != 0 || times.len() % TIME_ENTRY_LEN != 0 {
+    if !offsets.len().is_multiple_of(OFFSET_ENTRY_LEN)
+        || !times.len().is_multiple_of(TIME_ENTRY_LEN)
+    {
         return Err("an index file ends in a partial entry".to_string());
     }
     if offsets.len() / OFFSET_ENTRY_LEN != times.len() / TIME_ENTRY_LEN {
