@@ -13,11 +13,13 @@ pub const PARTITION_COLUMN: &str = "_partition";
 pub const OFFSET_COLUMN: &str = "_offset";
 
 /// The SQL tables and the topic each is read from.
-pub const TABLES: [(&str, &str); 5] = [
+pub const TABLES: [(&str, &str); 7] = [
     ("traffic", crate::topics::TRAFFIC),
     ("energy", crate::topics::ENERGY),
     ("transport", crate::topics::TRANSPORT),
     ("metrics", crate::topics::METRICS),
+    ("alerts", crate::topics::ALERTS),
+    ("devices", crate::topics::DEVICES),
     ("deadletter", crate::topics::DEADLETTER),
 ];
 
@@ -25,6 +27,8 @@ pub const TABLES: [(&str, &str); 5] = [
 pub fn event_time_column(table: &str) -> &'static str {
     match table {
         "metrics" => "window_start",
+        "alerts" => "changed_at",
+        "devices" => "at",
         "deadletter" => "received_at",
         _ => "observed_at",
     }
@@ -88,6 +92,28 @@ pub fn value_schema(table: &str) -> Option<SchemaRef> {
             field("revision", DataType::UInt32, false),
             field("emitted_at", ts(), false),
         ],
+        "alerts" => vec![
+            field("alert_id", DataType::Utf8, false),
+            field("rule", DataType::Utf8, false),
+            field("severity", DataType::Utf8, false),
+            field("state", DataType::Utf8, false),
+            field("entity_kind", DataType::Utf8, false),
+            field("entity", DataType::Utf8, false),
+            field("metric", DataType::Utf8, false),
+            field("value", DataType::Float64, false),
+            field("threshold", DataType::Float64, false),
+            field("message", DataType::Utf8, false),
+            field("raised_at", ts(), false),
+            field("changed_at", ts(), false),
+            field("acknowledged_by", DataType::Utf8, true),
+        ],
+        "devices" => vec![
+            field("device_id", DataType::Utf8, false),
+            field("event", DataType::Utf8, false),
+            field("at", ts(), false),
+            field("gateway", DataType::Utf8, false),
+            field("detail", DataType::Utf8, true),
+        ],
         "deadletter" => vec![
             field("device_id", DataType::Utf8, true),
             field("mqtt_topic", DataType::Utf8, false),
@@ -131,5 +157,49 @@ mod tests {
             );
         }
         assert!(table_schema("nope").is_none());
+    }
+
+    #[test]
+    fn alarm_and_presence_records_have_exactly_their_tables_columns() {
+        use crate::{AlertRecord, AlertState, PresenceEvent, PresenceRecord, Severity};
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let alert = AlertRecord {
+            alert_id: AlertRecord::id("low_voltage", "harbour"),
+            rule: "low_voltage".into(),
+            severity: Severity::Major,
+            state: AlertState::Raised,
+            entity_kind: "district".into(),
+            entity: "harbour".into(),
+            metric: "energy.min_voltage_v".into(),
+            value: 201.5,
+            threshold: 207.0,
+            message: "minimum voltage 201.5 V below 207 V in harbour".into(),
+            raised_at: at,
+            changed_at: at,
+            acknowledged_by: None,
+        };
+        let presence = PresenceRecord {
+            device_id: "meter-1".into(),
+            event: PresenceEvent::ConnectionLost,
+            at,
+            gateway: "127.0.0.1:1883".into(),
+            detail: Some("keep-alive timeout".into()),
+        };
+        for (table, json) in [
+            ("alerts", serde_json::to_value(&alert).unwrap()),
+            ("devices", serde_json::to_value(&presence).unwrap()),
+        ] {
+            let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+            let mut columns: Vec<String> = value_schema(table)
+                .unwrap()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            columns.sort();
+            assert_eq!(keys, columns, "{table}");
+        }
+        assert_eq!(serde_json::to_value(&alert).unwrap()["severity"], "major");
+        assert_eq!(serde_json::to_value(&presence).unwrap()["event"], "connection_lost");
     }
 }
