@@ -454,7 +454,9 @@ async fn postgres_catalog(pg: SocketAddr) {
     assert_eq!(
         tables,
         [
+            "public.alerts",
             "public.deadletter",
+            "public.devices",
             "public.energy",
             "public.metrics",
             "public.traffic",
@@ -667,7 +669,15 @@ async fn psql(pg: SocketAddr) {
         assert!(described.contains(&format!(" {column} ")), "{described}");
     }
     let tables = run("\\dt").await.unwrap();
-    for table in ["deadletter", "energy", "metrics", "traffic", "transport"] {
+    for table in [
+        "alerts",
+        "deadletter",
+        "devices",
+        "energy",
+        "metrics",
+        "traffic",
+        "transport",
+    ] {
         assert!(
             tables.contains(&format!(" public | {table:<10} | table |")),
             "{tables}"
