@@ -8,6 +8,7 @@ packages=(
   postgresql-client # psql, in tests/sql_clients.rs
   kcat              # broker/tests/kafka_tools.rs
   mosquitto         # gateway/tests/bridge.rs
+  chromium          # tests/browser.rs drives headless Chromium over CDP
 )
 missing=()
 for p in "${packages[@]}"; do

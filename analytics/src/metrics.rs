@@ -1,7 +1,8 @@
 //! Continuous metrics: SQL files evaluated over each window's rows.
 //!
 //! A definition is a query over the tables `traffic`, `energy` and `transport`, which during
-//! evaluation hold only the rows of one window. It returns the columns `entity_kind` and `entity`
+//! evaluation hold only the rows of one window, and `metric_window`, one row describing that
+//! window (`window_start`, `window_end`, `size_s`). It returns the columns `entity_kind` and `entity`
 //! and one numeric column per measure; each non-null cell becomes a [`MetricRecord`] named
 //! `{file stem}.{column}`. The shipped definitions live in `analytics/metrics/`; files in
 //! `analytics.metrics_dir` are added to them, and one with a shipped name replaces it.
@@ -9,7 +10,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, TimestampMillisecondArray,
+};
 use arrow::compute::{can_cast_types, cast};
 use arrow::datatypes::{DataType, Float64Type};
 use chrono::{DateTime, Utc};
@@ -23,10 +26,14 @@ use crate::store::HotStore;
 /// The tables a metric definition can read.
 const WINDOW_TABLES: [&str; 3] = ["traffic", "energy", "transport"];
 
-const SHIPPED: [(&str, &str); 3] = [
+/// The one-row table of the window being computed: `window_start`, `window_end`, `size_s`.
+const WINDOW_TABLE: &str = "metric_window";
+
+const SHIPPED: [(&str, &str); 4] = [
     ("traffic", include_str!("../metrics/traffic.sql")),
     ("energy", include_str!("../metrics/energy.sql")),
     ("transport", include_str!("../metrics/transport.sql")),
+    ("city", include_str!("../metrics/city.sql")),
 ];
 
 /// One continuous metric query.
@@ -91,7 +98,7 @@ pub(crate) async fn evaluate(
     end: DateTime<Utc>,
     emitted_at: DateTime<Utc>,
 ) -> Result<Vec<MetricRecord>, AnalyticsError> {
-    let ctx = SessionContext::new();
+    let ctx = window_context(start, end)?;
     for table in WINDOW_TABLES {
         let rows = store.range(table, start.timestamp_millis(), end.timestamp_millis());
         ctx.register_table(
@@ -120,8 +127,9 @@ pub(crate) async fn check(
     definitions: &[MetricDefinition],
     store: &HotStore,
 ) -> Result<(), AnalyticsError> {
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
     for definition in definitions {
-        let ctx = SessionContext::new();
+        let ctx = window_context(epoch, epoch + chrono::Duration::seconds(10))?;
         for table in WINDOW_TABLES {
             ctx.register_table(
                 table,
@@ -167,6 +175,31 @@ pub(crate) async fn check(
         }
     }
     Ok(())
+}
+
+/// A session with the `metric_window` table of `[start, end)` registered.
+fn window_context(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<SessionContext, AnalyticsError> {
+    let time = |t: DateTime<Utc>| {
+        Arc::new(TimestampMillisecondArray::from(vec![t.timestamp_millis()]).with_timezone("UTC"))
+            as ArrayRef
+    };
+    let window = RecordBatch::try_from_iter([
+        ("window_start", time(start)),
+        ("window_end", time(end)),
+        (
+            "size_s",
+            Arc::new(Float64Array::from(vec![(end - start).as_seconds_f64()])) as ArrayRef,
+        ),
+    ])?;
+    let ctx = SessionContext::new();
+    ctx.register_table(
+        WINDOW_TABLE,
+        Arc::new(MemTable::try_new(window.schema(), vec![vec![window]])?),
+    )?;
+    Ok(ctx)
 }
 
 fn invalid(definition: &MetricDefinition, e: datafusion::error::DataFusionError) -> AnalyticsError {
@@ -259,8 +292,23 @@ mod tests {
                 .all(|m| m.window_start == at(10_000) && m.window_end == at(20_000))
         );
         assert!(
-            rows.iter().all(|m| m.domain() == "traffic"),
+            rows.iter()
+                .all(|m| ["traffic", "city"].contains(&m.domain())),
             "no energy or transport rows without data"
+        );
+        let city: Vec<(&str, f64)> = rows
+            .iter()
+            .filter(|m| m.domain() == "city")
+            .map(|m| (m.metric.as_str(), m.value))
+            .collect();
+        assert_eq!(
+            city,
+            vec![
+                ("city.vehicles_per_min", 60.0),
+                ("city.average_speed_kmh", 40.0),
+                ("city.devices_reporting", 2.0),
+            ],
+            "10 vehicles from two counters in 10 s; no energy or transport data, so no load or punctuality"
         );
     }
 
@@ -278,7 +326,7 @@ mod tests {
                 .iter()
                 .map(|d| d.name.as_str())
                 .collect::<Vec<_>>(),
-            vec!["traffic", "energy", "transport", "busiest"]
+            vec!["traffic", "energy", "transport", "city", "busiest"]
         );
         check(&definitions, &store()).await.unwrap();
 

@@ -48,10 +48,13 @@ pub enum RejectReason {
     /// A record on a telemetry topic, written there by a Kafka client rather than the gateway,
     /// is not a canonical reading of the topic's kind (found by analytics, not the gateway).
     UndecodableRecord,
+    /// A reading that arrived after its event-time windows were final (past the update horizon),
+    /// so no metric can count it any more (found by analytics, not the gateway).
+    LateRecord,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::MalformedJson,
         RejectReason::MissingField,
         RejectReason::WrongType,
@@ -63,6 +66,7 @@ impl RejectReason {
         RejectReason::UnknownKind,
         RejectReason::BadTopic,
         RejectReason::UndecodableRecord,
+        RejectReason::LateRecord,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl RejectReason {
             RejectReason::UnknownKind => "unknown_kind",
             RejectReason::BadTopic => "bad_topic",
             RejectReason::UndecodableRecord => "undecodable_record",
+            RejectReason::LateRecord => "late_record",
         }
     }
 }
