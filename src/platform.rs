@@ -10,7 +10,7 @@ use polis_broker::{
     BrokerConfig, EmbeddedLog, KafkaClientConfig, KafkaLog, Log, LogClient, LogError,
 };
 use polis_gateway::devices::{RegistryError, secret};
-use polis_gateway::{DeviceRegistry, Gateway, GatewayStats};
+use polis_gateway::{DeviceRegistry, Gateway, GatewayMonitor, GatewayStats};
 use polis_simulators::SimulatorConfig;
 use polis_telemetry::{DeviceTopic, topics};
 use tokio::net::TcpListener;
@@ -211,7 +211,10 @@ impl Platform {
         )
         .await?;
         let dashboard_token = CancellationToken::new();
-        let api = polis_analytics::http::router(analytics.sql());
+        let gateway_monitor = GatewayMonitor::new(config.gateway.max_tracked_devices);
+        let api = polis_analytics::http::router(analytics.sql())
+            .merge(polis_analytics::alerts::router(analytics.alerts()))
+            .merge(gateway_monitor.router());
         let dashboard = tokio::spawn({
             let (config, log, token) = (
                 config.dashboard.clone(),
@@ -231,11 +234,12 @@ impl Platform {
                 .serve(pg_listener, postgres_token.clone()),
         );
         let gateway_token = CancellationToken::new();
-        let gateway = match Gateway::start(
+        let gateway = match Gateway::start_monitored(
             config.gateway.clone(),
             DeviceRegistry::in_data_dir(&config.data_dir),
             log.clone(),
             gateway_token.clone(),
+            gateway_monitor,
         ) {
             Ok(gateway) => gateway,
             Err(e) => {

@@ -387,8 +387,8 @@ async fn devices_reach_the_dashboard_and_sql_and_survive_a_restart() {
     let metric_rows = count(http, "SELECT count(*) AS n FROM metrics").await;
     assert_eq!(
         metric_rows,
-        3 * 3 + 2 * 2 + 2 * 2,
-        "one row per metric and entity of the closed window"
+        4 * 3 + 4 * 2 + 4 * 2 + 5,
+        "one row per metric and entity of the closed window: 4 traffic measures of 3 districts, 4 energy of 2, 4 transport of 2 routes, 5 city KPIs"
     );
 
     // A restart on the same data dir keeps every record and emits no window twice.

@@ -57,7 +57,7 @@ async fn a_simulated_city_flows_into_metrics_without_loss() {
                 .iter()
                 .map(|r| r["domain"].as_str().unwrap())
                 .collect();
-            (domains == ["energy", "traffic", "transport"]).then_some(())
+            (domains == ["city", "energy", "traffic", "transport"]).then_some(())
         },
     )
     .await;

@@ -521,11 +521,18 @@ ORDER BY 1,2;"#;
             )
         })
         .collect();
-    let expected: Vec<(String, String, String)> =
-        ["deadletter", "energy", "metrics", "traffic", "transport"]
-            .into_iter()
-            .map(|t| ("public".into(), t.into(), "table".into()))
-            .collect();
+    let expected: Vec<(String, String, String)> = [
+        "alerts",
+        "deadletter",
+        "devices",
+        "energy",
+        "metrics",
+        "traffic",
+        "transport",
+    ]
+    .into_iter()
+    .map(|t| ("public".into(), t.into(), "table".into()))
+    .collect();
     assert_eq!(names, expected);
 }
 

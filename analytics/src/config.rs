@@ -10,13 +10,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
-    /// Size of the tumbling event-time windows metrics are computed over.
+    /// Size of the tumbling event-time windows metrics are computed over, unless a metric file's
+    /// `-- window:` line says otherwise (its size and slide must be multiples of this), and the
+    /// width of the hot store's time buckets.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// How long after a window's end late records are still waited for: the watermark is the
-    /// highest event time seen minus this.
+    /// How long after a window's end late records are still waited for before its first
+    /// emission: the watermark is the lowest per-partition highest event time minus this.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
+    /// How long after its first emission a window still takes late records, each correction
+    /// emitted with the next revision; records later than this are dead-lettered `late_record`.
+    #[serde(with = "humantime_serde")]
+    pub update_horizon: Duration,
+    /// A partition read to its end that gives no record for this long is idle and no longer
+    /// holds the watermark back.
+    #[serde(with = "humantime_serde")]
+    pub idle_partition_timeout: Duration,
     /// How much event time the in-memory hot store keeps.
     #[serde(with = "humantime_serde")]
     pub hot_retention: Duration,
@@ -24,6 +34,9 @@ pub struct AnalyticsConfig {
     pub hot_memory: ByteSize,
     /// A folder of extra metric definitions (`*.sql`) added to the shipped ones.
     pub metrics_dir: Option<PathBuf>,
+    /// A folder of extra alarm rule files (`*.toml`) added to the shipped ones; one with a
+    /// shipped file's name (`traffic.toml`, `energy.toml`, `transport.toml`) replaces it.
+    pub rules_dir: Option<PathBuf>,
     /// Longest an operator query may run.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
@@ -48,9 +61,12 @@ impl Default for AnalyticsConfig {
         AnalyticsConfig {
             window: Duration::from_secs(10),
             allowed_lateness: Duration::from_secs(5),
+            update_horizon: Duration::from_secs(60),
+            idle_partition_timeout: Duration::from_secs(30),
             hot_retention: Duration::from_secs(24 * 3600),
             hot_memory: ByteSize::gib(2),
             metrics_dir: None,
+            rules_dir: None,
             query_timeout: Duration::from_secs(30),
             query_memory: ByteSize::mib(512),
             max_result_rows: 100_000,
@@ -72,8 +88,14 @@ impl AnalyticsConfig {
                 self.window
             ));
         }
-        if self.hot_retention < self.window {
-            problems.push("analytics.hot_retention is shorter than analytics.window: keep at least one window".to_string());
+        if self.idle_partition_timeout.is_zero() {
+            problems.push(
+                "analytics.idle_partition_timeout = 0s would ignore every partition: use e.g. 30s"
+                    .to_string(),
+            );
+        }
+        if self.hot_retention < self.window + self.allowed_lateness + self.update_horizon {
+            problems.push("analytics.hot_retention is shorter than analytics.window + allowed_lateness + update_horizon: corrections need the window's rows".to_string());
         }
         if self.hot_memory < ByteSize::mib(16) {
             problems.push(format!(

@@ -13,6 +13,13 @@ pub enum AnalyticsError {
     },
     #[error("metric definition `{name}` is invalid: {reason}")]
     MetricDefinition { name: String, reason: String },
+    #[error("cannot read alarm rules in {path} (analytics.rules_dir): {source}")]
+    RulesDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("alarm rule file {file}: {reason}")]
+    AlertRule { file: String, reason: String },
     #[error(transparent)]
     Log(#[from] polis_broker::LogError),
     #[error(transparent)]

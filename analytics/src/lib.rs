@@ -9,8 +9,11 @@
 //! over HTTP by [`http::router`] in several [`format`]s and over the PostgreSQL wire protocol by
 //! [`pg::PgServer`].
 
+pub mod alerts;
 mod catalog;
+mod checkpoint;
 mod config;
+mod continuous;
 mod cpu;
 mod decode;
 mod error;
@@ -38,6 +41,7 @@ pub use store::HotStore;
 /// A running analytics tier.
 pub struct Analytics {
     sql: SqlService,
+    alerts: alerts::AlertService,
     tasks: JoinSet<()>,
 }
 
@@ -54,18 +58,26 @@ impl Analytics {
             return Err(AnalyticsError::Config(problems.join("; ")));
         }
         let definitions = metrics::load(config.metrics_dir.as_deref())?;
+        let rules = alerts::rules::load(config.rules_dir.as_deref())?;
         let store = Arc::new(HotStore::new(
             config.window,
             config.hot_retention,
             config.hot_memory.as_u64() as usize,
         ));
         let sql = SqlService::new(store.clone(), &config)?;
-        let tasks = ingest::start(&config, definitions, log, store, shutdown).await?;
-        Ok(Analytics { sql, tasks })
+        let mut tasks =
+            ingest::start(&config, definitions, log.clone(), store, shutdown.clone()).await?;
+        let alerts = alerts::start(rules, log, &mut tasks, shutdown).await?;
+        Ok(Analytics { sql, alerts, tasks })
     }
 
     pub fn sql(&self) -> SqlService {
         self.sql.clone()
+    }
+
+    /// The alarms, for [`alerts::router`].
+    pub fn alerts(&self) -> alerts::AlertService {
+        self.alerts.clone()
     }
 
     /// Waits for every task to stop (after shutdown).

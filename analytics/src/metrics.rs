@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, RecordBatch, TimestampMillisecondArray,
@@ -41,17 +42,77 @@ const SHIPPED: [(&str, &str); 4] = [
 pub struct MetricDefinition {
     pub name: String,
     pub sql: String,
+    /// What the file's `-- window:` line sets; the rest comes from the `[analytics]` defaults.
+    pub window: WindowSettings,
+}
+
+/// The window settings a definition may give in one comment line, each optional:
+/// `-- window: size=1m slide=10s lateness=5s horizon=2m`. `slide` below `size` makes the
+/// window hopping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowSettings {
+    pub size: Option<Duration>,
+    pub slide: Option<Duration>,
+    pub lateness: Option<Duration>,
+    pub horizon: Option<Duration>,
+}
+
+impl WindowSettings {
+    const PREFIX: &str = "-- window:";
+
+    /// Reads the `-- window:` line of `sql`, if there is one.
+    fn parse(name: &str, sql: &str) -> Result<WindowSettings, AnalyticsError> {
+        let mut settings = WindowSettings::default();
+        let Some(line) = sql
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(Self::PREFIX))
+        else {
+            return Ok(settings);
+        };
+        let refuse = |reason: String| AnalyticsError::MetricDefinition {
+            name: name.to_string(),
+            reason,
+        };
+        for item in line.split_whitespace() {
+            let (key, value) = item.split_once('=').ok_or_else(|| {
+                refuse(format!(
+                    "`{item}` in the window line is not key=value, e.g. `-- window: size=1m slide=10s`"
+                ))
+            })?;
+            let duration = humantime_serde::re::humantime::parse_duration(value).map_err(|e| {
+                refuse(format!(
+                    "window {key} = `{value}` is not a duration like 10s or 1m: {e}"
+                ))
+            })?;
+            let slot = match key {
+                "size" => &mut settings.size,
+                "slide" => &mut settings.slide,
+                "lateness" => &mut settings.lateness,
+                "horizon" => &mut settings.horizon,
+                _ => {
+                    return Err(refuse(format!(
+                        "unknown window setting `{key}`: use size, slide, lateness or horizon"
+                    )));
+                }
+            };
+            *slot = Some(duration);
+        }
+        Ok(settings)
+    }
 }
 
 /// The shipped definitions plus those in `dir`.
 pub fn load(dir: Option<&Path>) -> Result<Vec<MetricDefinition>, AnalyticsError> {
     let mut definitions: Vec<MetricDefinition> = SHIPPED
         .iter()
-        .map(|(name, sql)| MetricDefinition {
-            name: name.to_string(),
-            sql: sql.to_string(),
+        .map(|(name, sql)| {
+            Ok(MetricDefinition {
+                name: name.to_string(),
+                sql: sql.to_string(),
+                window: WindowSettings::parse(name, sql)?,
+            })
         })
-        .collect();
+        .collect::<Result<_, AnalyticsError>>()?;
     if let Some(dir) = dir {
         let io = |source| AnalyticsError::MetricsDir {
             path: dir.to_path_buf(),
@@ -84,18 +145,20 @@ pub fn load(dir: Option<&Path>) -> Result<Vec<MetricDefinition>, AnalyticsError>
             }
             let sql = std::fs::read_to_string(&path).map_err(io)?;
             definitions.retain(|d| d.name != name);
-            definitions.push(MetricDefinition { name, sql });
+            let window = WindowSettings::parse(&name, &sql)?;
+            definitions.push(MetricDefinition { name, sql, window });
         }
     }
     Ok(definitions)
 }
 
-/// Evaluates every definition over the rows of the window `[start, end)`.
+/// Evaluates every definition over the rows of the window `[start, end)`, as its `revision`.
 pub(crate) async fn evaluate(
-    definitions: &[MetricDefinition],
+    definitions: &[&MetricDefinition],
     store: &HotStore,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    revision: u32,
     emitted_at: DateTime<Utc>,
 ) -> Result<Vec<MetricRecord>, AnalyticsError> {
     let ctx = window_context(start, end)?;
@@ -115,7 +178,9 @@ pub(crate) async fn evaluate(
             .collect()
             .await?;
         for batch in &batches {
-            records.extend(rows_to_metrics(definition, batch, start, end, emitted_at)?);
+            records.extend(rows_to_metrics(
+                definition, batch, start, end, revision, emitted_at,
+            )?);
         }
     }
     Ok(records)
@@ -214,6 +279,7 @@ fn rows_to_metrics(
     batch: &RecordBatch,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    revision: u32,
     emitted_at: DateTime<Utc>,
 ) -> Result<Vec<MetricRecord>, AnalyticsError> {
     let text = |name: &str| -> Result<_, AnalyticsError> {
@@ -244,7 +310,7 @@ fn rows_to_metrics(
                 window_start: start,
                 window_end: end,
                 value: values.value(row),
-                revision: 0,
+                revision,
                 emitted_at,
             });
         }
@@ -256,7 +322,6 @@ fn rows_to_metrics(
 mod tests {
     use super::*;
     use crate::decode::tests::traffic_batch;
-    use std::time::Duration;
 
     fn store() -> HotStore {
         HotStore::new(Duration::from_secs(10), Duration::from_secs(3600), 1 << 30)
@@ -274,7 +339,8 @@ mod tests {
             )
             .unwrap();
         let at = |ms| DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
-        let rows = evaluate(&definitions, &store, at(10_000), at(20_000), at(30_000))
+        let all: Vec<&MetricDefinition> = definitions.iter().collect();
+        let rows = evaluate(&all, &store, at(10_000), at(20_000), 0, at(30_000))
             .await
             .unwrap();
         let vehicles: Vec<_> = rows
@@ -343,5 +409,37 @@ mod tests {
             err.contains("broken") && err.contains("entity_kind"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_window_line_sets_the_window_of_its_definition() {
+        let sql = "-- Busiest lane.\n-- window: size=1m slide=10s horizon=2m\nSELECT 1";
+        assert_eq!(
+            WindowSettings::parse("busiest", sql).unwrap(),
+            WindowSettings {
+                size: Some(Duration::from_secs(60)),
+                slide: Some(Duration::from_secs(10)),
+                lateness: None,
+                horizon: Some(Duration::from_secs(120)),
+            }
+        );
+        assert_eq!(
+            WindowSettings::parse("plain", "SELECT 1").unwrap(),
+            WindowSettings::default()
+        );
+        for (line, expected) in [
+            (
+                "-- window: size=ten",
+                "window size = `ten` is not a duration",
+            ),
+            ("-- window: width=10s", "unknown window setting `width`"),
+            (
+                "-- window: 10s",
+                "`10s` in the window line is not key=value",
+            ),
+        ] {
+            let err = WindowSettings::parse("bad", line).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 }

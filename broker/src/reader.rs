@@ -23,6 +23,8 @@ pub struct ConsumedRecord {
 pub struct TopicReader {
     client: Arc<dyn LogClient>,
     positions: Vec<FetchRequest>,
+    /// Each position's partition high watermark as of the last fetch; `None` before the first.
+    high_watermarks: Option<Vec<i64>>,
 }
 
 impl TopicReader {
@@ -38,7 +40,11 @@ impl TopicReader {
                 });
             }
         }
-        Ok(TopicReader { client, positions })
+        Ok(TopicReader {
+            client,
+            positions,
+            high_watermarks: None,
+        })
     }
 
     /// The next records, waiting up to `max_wait` when there are none yet; empty on time-out.
@@ -48,7 +54,11 @@ impl TopicReader {
             .fetch(self.positions.clone(), MAX_BYTES_PER_PARTITION, max_wait)
             .await?;
         let mut out = Vec::new();
-        for (position, part) in self.positions.iter_mut().zip(fetched) {
+        let highs = self
+            .high_watermarks
+            .get_or_insert_with(|| vec![0; self.positions.len()]);
+        for ((position, high), part) in self.positions.iter_mut().zip(highs).zip(fetched) {
+            *high = part.high_watermark;
             for stored in part.records {
                 position.offset = stored.offset + 1;
                 out.push(ConsumedRecord {
@@ -62,9 +72,19 @@ impl TopicReader {
         Ok(out)
     }
 
-    /// True when every partition has been read up to the given high watermarks' current values.
+    /// The next offset to read of every partition.
     pub fn positions(&self) -> &[FetchRequest] {
         &self.positions
+    }
+
+    /// Whether each partition (in [`positions`](Self::positions) order) had been read to its end
+    /// at the last fetch; all false before the first.
+    pub fn caught_up(&self) -> impl Iterator<Item = bool> + '_ {
+        let highs = self.high_watermarks.as_deref();
+        self.positions
+            .iter()
+            .enumerate()
+            .map(move |(i, p)| highs.is_some_and(|h| p.offset >= h[i]))
     }
 }
 

@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     /// Only for tests and closed networks. Bridge mode ignores it: the external broker
     /// authenticates devices.
     pub allow_anonymous: bool,
+    /// Most devices whose sequence numbers (`seq`) and last-seen time the gateway remembers; the
+    /// least recently seen is forgotten first.
+    pub max_tracked_devices: usize,
     /// Bridge mode: take device messages from an external MQTT broker instead of running the
     /// embedded one, e.g. `[gateway.bridge]` `url = "mqtt://127.0.0.1:1883"`. Unset by default.
     pub bridge: Option<BridgeConfig>,
@@ -59,6 +62,7 @@ impl Default for GatewayConfig {
             max_batch: 5_000,
             mqtt_buffer: ByteSize::mib(256),
             allow_anonymous: false,
+            max_tracked_devices: 1_000_000,
             bridge: None,
         }
     }
@@ -84,6 +88,11 @@ impl GatewayConfig {
                 "gateway.max_payload_size = {} is larger than gateway.max_packet_size = {}: make the packet limit the larger",
                 self.max_payload_size, self.max_packet_size
             ));
+        }
+        if self.max_tracked_devices == 0 {
+            problems.push(
+                "gateway.max_tracked_devices = 0: use at least 1 (default 1000000)".to_string(),
+            );
         }
         if self.max_batch == 0 {
             problems.push("gateway.max_batch = 0: use at least 1".to_string());

@@ -1,12 +1,13 @@
 //! The forwarder thread: a [`Source`] → validate → durable append, in batches → tell the source.
 //!
 //! Every source (the embedded rumqttd link, the bridge to an external broker) goes through this
-//! one path: [`route`] each message, [`group_by_topic`], append every topic's records with
+//! one path: [`route_tracked`] each message (validation, then its `seq` against the per-device
+//! [`SequenceTracker`]), [`group_by_topic`], append every topic's records with
 //! retries, count the batch in [`GatewayStats`], then report the outcome to the source, which
 //! acknowledges stored messages or has failed ones delivered again.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,10 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::GatewayError;
+use crate::sequence::{SequenceTracker, Verdict};
 use crate::source::{MqttMessage, Source};
-use crate::stats::GatewayStats;
-use crate::translate::{group_by_topic, route};
+use crate::stats::{BatchCounts, GatewayStats};
+use crate::translate::{group_by_topic, route_tracked};
 
 /// How long one wait for messages lasts before the shutdown flag is checked again.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -31,6 +33,7 @@ pub(crate) struct Forwarder {
     pub max_batch: usize,
     pub log: Arc<dyn LogClient>,
     pub stats: Arc<GatewayStats>,
+    pub sequences: Arc<Mutex<SequenceTracker>>,
     pub shutdown: CancellationToken,
 }
 
@@ -86,20 +89,54 @@ impl Forwarder {
         source.finish();
     }
 
-    /// Validates and appends one batch; true once every record of it is durable.
+    /// Validates, checks sequence numbers and appends one batch; true once every record of it
+    /// is durable. The sequence tracker keeps the batch's changes only then.
     fn store(&self, messages: &[MqttMessage], runtime: &Handle) -> bool {
+        let taken = Instant::now();
         let now = Utc::now();
         let received = messages.len() as u64;
+        let (mut gaps, mut restarts) = (0, 0);
+        let mut sequences = self.sequences.lock().expect("sequence tracker lock");
+        sequences.begin();
         let routed: Vec<_> = messages
             .iter()
-            .map(|m| route(&self.validator, &m.topic, &m.payload, None, now))
+            .map(|m| {
+                let (routed, verdict) = route_tracked(
+                    &self.validator,
+                    &mut sequences,
+                    &m.topic,
+                    &m.payload,
+                    None,
+                    now,
+                );
+                match verdict {
+                    Verdict::New { gap } => gaps += gap,
+                    Verdict::Restart { .. } => restarts += 1,
+                    Verdict::Late | Verdict::Duplicate { .. } => {}
+                }
+                routed
+            })
             .collect();
+        // Only this thread changes the tracker; the status API may read it during the append.
+        drop(sequences);
         let rejected: Vec<_> = routed.iter().filter_map(|r| r.rejected).collect();
         let accepted = received - rejected.len() as u64;
-        if runtime.block_on(append(self.log.as_ref(), group_by_topic(routed))) {
-            self.stats.record_batch(received, accepted, &rejected);
+        let stored = runtime.block_on(append(self.log.as_ref(), group_by_topic(routed)));
+        let mut sequences = self.sequences.lock().expect("sequence tracker lock");
+        if stored {
+            sequences.commit();
+            self.stats.record_batch(BatchCounts {
+                received,
+                accepted,
+                rejected: &rejected,
+                bytes: messages.iter().map(|m| m.payload.len() as u64).sum(),
+                gaps,
+                restarts,
+                latency: taken.elapsed(),
+            });
             true
         } else {
+            sequences.rollback();
             self.stats.record_append_failure(received);
             false
         }

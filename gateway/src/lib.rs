@@ -6,7 +6,16 @@
 //! forwarder ([`forward`]) takes every message from the source, validates and normalizes it
 //! ([`translate`]), and appends it durably to `telemetry.{kind}` keyed by device id — or, when it
 //! cannot be accepted, to `telemetry.deadletter` with the original bytes and the reason.
-//! Accepted plus dead-lettered always equals received ([`GatewayStats`]).
+//! Accepted plus dead-lettered always equals received ([`GatewayStats`]). A device's optional
+//! `seq` is checked per device ([`sequence`]): a repeated number is dead-lettered as
+//! `duplicate`, skipped numbers are counted as gaps. [`GatewayMonitor::router`] serves the
+//! counters as Prometheus `GET /metrics` ([`metrics`]) and the per-device tracking as
+//! `GET /api/devices/status`.
+//!
+//! Presence: in embedded mode the listener is a relay in front of rumqttd ([`front`]) that
+//! appends `connected`, `disconnected` and `connection_lost` records to the `devices` topic
+//! ([`presence`]). Bridge mode writes none: an MQTT broker does not tell one client about other
+//! clients' sessions.
 //!
 //! Embedded mode: devices authenticate ([`auth`]): every CONNECT must log in with client id =
 //! user name = the id of a device in the registry ([`devices`], `{data_dir}/devices.json`,
@@ -29,7 +38,12 @@ mod config;
 pub mod devices;
 mod error;
 mod forward;
+mod front;
+mod histogram;
+pub mod metrics;
 mod mqtt;
+mod presence;
+pub mod sequence;
 mod source;
 mod stats;
 pub mod translate;
@@ -45,11 +59,13 @@ pub use bridge::BridgeConfig;
 pub use config::GatewayConfig;
 pub use devices::DeviceRegistry;
 pub use error::GatewayError;
+pub use histogram::HistogramSnapshot;
+pub use metrics::GatewayMonitor;
 pub use stats::GatewayStats;
 
 /// A running gateway.
 pub struct Gateway {
-    stats: Arc<GatewayStats>,
+    monitor: GatewayMonitor,
     forwarder: std::thread::JoinHandle<()>,
 }
 
@@ -65,16 +81,31 @@ impl Gateway {
         log: Arc<dyn LogClient>,
         shutdown: CancellationToken,
     ) -> Result<Gateway, GatewayError> {
+        let monitor = GatewayMonitor::new(config.max_tracked_devices);
+        Gateway::start_monitored(config, devices, log, shutdown, monitor)
+    }
+
+    /// [`Gateway::start`] counting into `monitor`, made beforehand (with
+    /// `config.max_tracked_devices`) so its HTTP routes ([`GatewayMonitor::router`]) can be
+    /// served before the gateway starts.
+    pub fn start_monitored(
+        config: GatewayConfig,
+        devices: DeviceRegistry,
+        log: Arc<dyn LogClient>,
+        shutdown: CancellationToken,
+        monitor: GatewayMonitor,
+    ) -> Result<Gateway, GatewayError> {
         let problems = config.problems();
         if !problems.is_empty() {
             return Err(GatewayError::Config(problems.join("; ")));
         }
-        let stats = Arc::new(GatewayStats::default());
+        let stats = monitor.stats.clone();
         let forwarder = forward::Forwarder {
             validator: Validator::new(config.limits()),
             max_batch: config.max_batch,
-            log,
+            log: log.clone(),
             stats: stats.clone(),
+            sequences: monitor.sequences.clone(),
             shutdown: shutdown.clone(),
         };
         let forwarder = match &config.bridge {
@@ -85,16 +116,39 @@ impl Gateway {
                 shutdown,
             )?)?,
             None => {
+                let addr = config.mqtt_listen;
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(|source| GatewayError::Bind { addr, source })?;
                 let authenticator =
                     auth::Authenticator::for_config(&config, devices, stats.clone())?;
-                forwarder.spawn(mqtt::EmbeddedMqtt::start(&config, authenticator)?)?
+                let (mqtt, backend) = mqtt::EmbeddedMqtt::start(&config, authenticator)?;
+                let presence = presence::start(
+                    addr.to_string(),
+                    log.clone(),
+                    config.max_batch,
+                    shutdown.clone(),
+                );
+                front::Front {
+                    backend,
+                    presence,
+                    stats: stats.clone(),
+                }
+                .spawn(listener, shutdown.clone());
+                tracing::info!(%addr, "MQTT listener ready");
+                forwarder.spawn(mqtt)?
             }
         };
-        Ok(Gateway { stats, forwarder })
+        Ok(Gateway { monitor, forwarder })
     }
 
     pub fn stats(&self) -> Arc<GatewayStats> {
-        self.stats.clone()
+        self.monitor.stats()
+    }
+
+    pub fn monitor(&self) -> GatewayMonitor {
+        self.monitor.clone()
     }
 
     /// Waits until the forwarder has appended what it had and stopped (after shutdown); in

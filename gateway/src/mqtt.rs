@@ -6,6 +6,10 @@
 //! subscribes at QoS 0: rumqttd PUBACKs a device's QoS 1 publish once the message is in its
 //! in-memory log, so a crash of the process loses what the forwarder has not yet appended.
 //!
+//! Devices do not reach rumqttd directly: it listens on a loopback port picked at start (free
+//! when probed, a brief race with other processes), and the front relay on `gateway.mqtt_listen`
+//! ([`crate::front`]) forwards every connection to it and reports presence.
+//!
 //! When authentication is on, rumqttd asks the [`Authenticator`] about every CONNECT; its handler
 //! sees the client id, user name and password, never the peer address.
 
@@ -34,15 +38,21 @@ pub(crate) struct EmbeddedMqtt {
 }
 
 impl EmbeddedMqtt {
-    /// Starts rumqttd on `config.mqtt_listen` and returns once the listener accepts connections.
-    /// Every CONNECT is put to `authenticator` when there is one, and admitted when there is not.
+    /// Starts rumqttd on a free loopback port (behind the gateway's front relay,
+    /// [`crate::front`]) and returns once it accepts connections, with its address. Every
+    /// CONNECT is put to `authenticator` when there is one, and admitted when there is not.
     pub fn start(
         config: &GatewayConfig,
         authenticator: Option<Authenticator>,
-    ) -> Result<EmbeddedMqtt, GatewayError> {
-        let addr = config.mqtt_listen;
-        drop(TcpListener::bind(addr).map_err(|source| GatewayError::Bind { addr, source })?);
-        let mut broker = rumqttd::Broker::new(rumqttd_config(config, authenticator));
+    ) -> Result<(EmbeddedMqtt, SocketAddr), GatewayError> {
+        let probe = SocketAddr::from(([127, 0, 0, 1], 0));
+        let addr = TcpListener::bind(probe)
+            .and_then(|l| l.local_addr())
+            .map_err(|source| GatewayError::Bind {
+                addr: probe,
+                source,
+            })?;
+        let mut broker = rumqttd::Broker::new(rumqttd_config(config, addr, authenticator));
         let (mut link_tx, mut link_rx) = broker
             .link(LINK_ID)
             .map_err(|e| GatewayError::Link(e.to_string()))?;
@@ -67,12 +77,15 @@ impl EmbeddedMqtt {
             })
             .map_err(GatewayError::Thread)?;
         wait_until_listening(addr, deadline)?;
-        tracing::info!(%addr, "MQTT listener ready");
-        Ok(EmbeddedMqtt {
-            _link_tx: link_tx,
-            link_rx,
-            last_cursor: None,
-        })
+        tracing::debug!(%addr, "embedded MQTT server ready");
+        Ok((
+            EmbeddedMqtt {
+                _link_tx: link_tx,
+                link_rx,
+                last_cursor: None,
+            },
+            addr,
+        ))
     }
 }
 
@@ -133,11 +146,15 @@ impl Source for EmbeddedMqtt {
     fn finish(self) {}
 }
 
-fn rumqttd_config(config: &GatewayConfig, authenticator: Option<Authenticator>) -> Config {
+fn rumqttd_config(
+    config: &GatewayConfig,
+    listen: SocketAddr,
+    authenticator: Option<Authenticator>,
+) -> Config {
     let segment_size = (config.mqtt_buffer.as_u64() as usize / SEGMENT_COUNT).max(1024 * 1024);
     let mut server = ServerSettings {
         name: "polis-mqtt".into(),
-        listen: config.mqtt_listen,
+        listen,
         tls: None,
         next_connection_delay_ms: 0,
         connections: ConnectionSettings {

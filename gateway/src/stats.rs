@@ -1,7 +1,8 @@
 //! Gateway counters: every received message is accepted, dead-lettered, or (only when the log
 //! itself fails) counted as failed; every CONNECT the gateway decides on is authenticated or
 //! refused for one [`Refusal`] cause. In bridge mode, stored messages are also counted as they
-//! are acknowledged to the external broker.
+//! are acknowledged to the external broker. Sequence gaps and restarts come from
+//! [`crate::sequence`]; the append latency histogram feeds `/metrics` ([`crate::metrics`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use polis_telemetry::RejectReason;
 
 use crate::auth::Refusal;
+use crate::histogram::{Histogram, HistogramSnapshot};
 
 #[derive(Debug, Default)]
 pub struct GatewayStats {
@@ -24,18 +26,53 @@ pub struct GatewayStats {
     refused: Mutex<HashMap<Refusal, u64>>,
     broker_sessions: AtomicU64,
     acknowledged: AtomicU64,
+    bytes_received: AtomicU64,
+    sequence_gaps: AtomicU64,
+    sequence_restarts: AtomicU64,
+    /// Embedded mode: device connections open now, and ever admitted (CONNACK accepted).
+    connections_open: AtomicU64,
+    connections_admitted: AtomicU64,
+    /// From the forwarder taking a message to the end of its durable append.
+    append_latency: Histogram,
+}
+
+/// What one stored batch adds to the counters.
+#[derive(Debug, Default)]
+pub(crate) struct BatchCounts<'a> {
+    pub received: u64,
+    pub accepted: u64,
+    pub rejected: &'a [RejectReason],
+    pub bytes: u64,
+    pub gaps: u64,
+    pub restarts: u64,
+    pub latency: std::time::Duration,
 }
 
 impl GatewayStats {
-    pub(crate) fn record_batch(&self, received: u64, accepted: u64, rejected: &[RejectReason]) {
-        self.received.fetch_add(received, Ordering::Relaxed);
-        self.accepted.fetch_add(accepted, Ordering::Relaxed);
+    pub(crate) fn record_batch(&self, batch: BatchCounts<'_>) {
+        self.received.fetch_add(batch.received, Ordering::Relaxed);
+        self.accepted.fetch_add(batch.accepted, Ordering::Relaxed);
         self.dead_lettered
-            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+            .fetch_add(batch.rejected.len() as u64, Ordering::Relaxed);
+        self.bytes_received
+            .fetch_add(batch.bytes, Ordering::Relaxed);
+        self.sequence_gaps.fetch_add(batch.gaps, Ordering::Relaxed);
+        self.sequence_restarts
+            .fetch_add(batch.restarts, Ordering::Relaxed);
+        self.append_latency.observe(batch.latency, batch.received);
         let mut by_reason = self.rejected.lock().expect("stats lock");
-        for reason in rejected {
+        for reason in batch.rejected {
             *by_reason.entry(*reason).or_default() += 1;
         }
+    }
+
+    pub(crate) fn record_connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_admitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_append_failure(&self, messages: u64) {
@@ -119,5 +156,39 @@ impl GatewayStats {
     /// Bridge mode: stored messages whose PUBACK was sent to the external broker.
     pub fn acknowledged(&self) -> u64 {
         self.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Payload bytes of the messages counted in [`Self::received`].
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received.load(Ordering::Relaxed)
+    }
+
+    /// Messages dead-lettered as duplicates of an earlier `seq`.
+    pub fn duplicates(&self) -> u64 {
+        self.rejected(RejectReason::Duplicate)
+    }
+
+    /// Sequence numbers skipped by devices: messages that never arrived (or not yet).
+    pub fn sequence_gaps(&self) -> u64 {
+        self.sequence_gaps.load(Ordering::Relaxed)
+    }
+
+    /// Devices that started numbering again.
+    pub fn sequence_restarts(&self) -> u64 {
+        self.sequence_restarts.load(Ordering::Relaxed)
+    }
+
+    /// Embedded mode: device connections open now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Embedded mode: device connections admitted since start.
+    pub fn connections_admitted(&self) -> u64 {
+        self.connections_admitted.load(Ordering::Relaxed)
+    }
+
+    pub fn append_latency(&self) -> HistogramSnapshot {
+        self.append_latency.snapshot()
     }
 }

@@ -48,6 +48,9 @@ pub(crate) struct Link {
     pub(crate) interval: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) counters: Arc<Counters>,
+    /// The next reading's sequence number (`seq`): 0 at start, one more per reading, also for a
+    /// reading dropped because the connection was not keeping up (the gateway counts it as a gap).
+    pub(crate) seq: u64,
 }
 
 /// What ended a wait on the connection.
@@ -116,6 +119,8 @@ impl Link {
 
     fn publish(&mut self, client: &AsyncClient) {
         let (topic, payload) = self.device.next(Utc::now());
+        let payload = with_seq(payload, self.seq);
+        self.seq += 1;
         if let Err(error) = client.try_publish(topic.mqtt_topic(), self.qos, false, payload) {
             self.counters.error();
             debug!(device = self.device.id(), %error, "reading dropped: the connection is not keeping up");
@@ -155,9 +160,28 @@ impl Link {
     }
 }
 
+/// A reading's JSON object with `"seq": n` added as its last attribute.
+fn with_seq(mut payload: Vec<u8>, seq: u64) -> Vec<u8> {
+    if payload.last() == Some(&b'}') {
+        payload.pop();
+        let separator = if payload.len() > 1 { "," } else { "" };
+        payload.extend_from_slice(format!("{separator}\"seq\":{seq}}}").as_bytes());
+    }
+    payload
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sequence_number_is_added_to_the_reading() {
+        let reading = br#"{"dateObserved":"2026-11-25T16:00:00Z","intensity":3}"#.to_vec();
+        let numbered: serde_json::Value = serde_json::from_slice(&with_seq(reading, 41)).unwrap();
+        assert_eq!(numbered["seq"], 41);
+        assert_eq!(numbered["intensity"], 3);
+        assert_eq!(with_seq(b"{}".to_vec(), 0), br#"{"seq":0}"#);
+    }
 
     #[test]
     fn the_device_id_is_the_client_id_and_stands_in_for_a_missing_user_name() {

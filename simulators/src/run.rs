@@ -70,6 +70,7 @@ pub async fn run(
                         interval: config.interval,
                         backoff: Backoff::new(seeded_rng(config.seed, Stream::Backoff, index)),
                         counters: Arc::clone(&counters),
+                        seq: 0,
                     };
                     devices.spawn(link.run(shutdown.clone()));
                 }

@@ -51,10 +51,13 @@ pub enum RejectReason {
     /// A reading that arrived after its event-time windows were final (past the update horizon),
     /// so no metric can count it any more (found by analytics, not the gateway).
     LateRecord,
+    /// The device already sent a message with this sequence number (`seq`) recently: a
+    /// redelivery or a replay (found by the gateway's per-device sequence tracking).
+    Duplicate,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::MalformedJson,
         RejectReason::MissingField,
         RejectReason::WrongType,
@@ -67,6 +70,7 @@ impl RejectReason {
         RejectReason::BadTopic,
         RejectReason::UndecodableRecord,
         RejectReason::LateRecord,
+        RejectReason::Duplicate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +87,7 @@ impl RejectReason {
             RejectReason::BadTopic => "bad_topic",
             RejectReason::UndecodableRecord => "undecodable_record",
             RejectReason::LateRecord => "late_record",
+            RejectReason::Duplicate => "duplicate",
         }
     }
 }

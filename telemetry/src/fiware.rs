@@ -96,3 +96,12 @@ pub struct Vehicle {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub occupancy: Option<f64>,
 }
+
+/// A payload plus the Polis sequence number extension: `{…the FIWARE attributes…, "seq": n}`.
+/// `seq` counts the device's messages (0, 1, 2, …) so the gateway can tell duplicates and gaps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequenced<T> {
+    #[serde(flatten)]
+    pub payload: T,
+    pub seq: u64,
+}

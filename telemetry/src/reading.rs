@@ -43,6 +43,9 @@ pub struct TrafficReading {
     /// Mean speed of the counted vehicles in km/h (`averageVehicleSpeed`).
     pub average_speed_kmh: f64,
     pub congested: Option<bool>,
+    /// The device's own message sequence number (`seq`, a Polis extension), when it sends one.
+    #[serde(default)]
+    pub sequence: Option<i64>,
 }
 
 /// One electricity meter measurement (ACMeasurement-style).
@@ -64,6 +67,9 @@ pub struct EnergyReading {
     pub current_a: Option<f64>,
     /// Power factor, -1–1 (`powerFactor`).
     pub power_factor: Option<f64>,
+    /// The device's own message sequence number (`seq`, a Polis extension), when it sends one.
+    #[serde(default)]
+    pub sequence: Option<i64>,
 }
 
 /// One vehicle position report (from FIWARE Vehicle).
@@ -88,6 +94,9 @@ pub struct TransportReading {
     pub delay_s: f64,
     /// Fraction of capacity in use, 0–1 (`occupancy`).
     pub occupancy_ratio: Option<f64>,
+    /// The device's own message sequence number (`seq`, a Polis extension), when it sends one.
+    #[serde(default)]
+    pub sequence: Option<i64>,
 }
 
 /// A validated reading of any kind.
@@ -120,6 +129,14 @@ impl Reading {
             Reading::Traffic(r) => r.observed_at,
             Reading::Energy(r) => r.observed_at,
             Reading::Transport(r) => r.observed_at,
+        }
+    }
+
+    pub fn sequence(&self) -> Option<i64> {
+        match self {
+            Reading::Traffic(r) => r.sequence,
+            Reading::Energy(r) => r.sequence,
+            Reading::Transport(r) => r.sequence,
         }
     }
 

@@ -56,6 +56,7 @@ pub fn value_schema(table: &str) -> Option<SchemaRef> {
             field("occupancy_ratio", DataType::Float64, false),
             field("average_speed_kmh", DataType::Float64, false),
             field("congested", DataType::Boolean, true),
+            field("sequence", DataType::Int64, true),
         ],
         "energy" => vec![
             field("device_id", DataType::Utf8, false),
@@ -67,6 +68,7 @@ pub fn value_schema(table: &str) -> Option<SchemaRef> {
             field("voltage_v", DataType::Float64, false),
             field("current_a", DataType::Float64, true),
             field("power_factor", DataType::Float64, true),
+            field("sequence", DataType::Int64, true),
         ],
         "transport" => vec![
             field("device_id", DataType::Utf8, false),
@@ -81,6 +83,7 @@ pub fn value_schema(table: &str) -> Option<SchemaRef> {
             field("service_status", DataType::Utf8, true),
             field("delay_s", DataType::Float64, false),
             field("occupancy_ratio", DataType::Float64, true),
+            field("sequence", DataType::Int64, true),
         ],
         "metrics" => vec![
             field("metric", DataType::Utf8, false),
@@ -189,7 +192,12 @@ mod tests {
             ("alerts", serde_json::to_value(&alert).unwrap()),
             ("devices", serde_json::to_value(&presence).unwrap()),
         ] {
-            let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+            let keys: Vec<&str> = json
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
             let mut columns: Vec<String> = value_schema(table)
                 .unwrap()
                 .fields()
@@ -200,6 +208,9 @@ mod tests {
             assert_eq!(keys, columns, "{table}");
         }
         assert_eq!(serde_json::to_value(&alert).unwrap()["severity"], "major");
-        assert_eq!(serde_json::to_value(&presence).unwrap()["event"], "connection_lost");
+        assert_eq!(
+            serde_json::to_value(&presence).unwrap()["event"],
+            "connection_lost"
+        );
     }
 }

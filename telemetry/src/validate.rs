@@ -14,6 +14,10 @@ use crate::kind::DeviceKind;
 use crate::reading::{EnergyReading, Reading, TrafficReading, TransportReading};
 use crate::topics::DeviceTopic;
 
+/// The optional payload attribute with the device's message sequence number (a Polis extension
+/// beside the FIWARE attributes): a whole number ≥ 0, normally one more than the previous message's.
+pub const SEQUENCE_FIELD: &str = "seq";
+
 /// Bounds on what the gateway accepts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -101,6 +105,7 @@ impl Validator {
         };
         let fields = Fields(&map);
         let observed_at = self.observed_at(&fields, now)?;
+        let sequence = fields.integer(SEQUENCE_FIELD, 0..=i64::MAX)?;
         let device_id = topic.device_id.clone();
         let district = topic.district.clone();
         Ok(match topic.kind {
@@ -126,6 +131,7 @@ impl Validator {
                     "a speed in km/h",
                 )?,
                 congested: fields.boolean("congested")?,
+                sequence,
             }),
             DeviceKind::Energy => Reading::Energy(EnergyReading {
                 device_id,
@@ -145,6 +151,7 @@ impl Validator {
                 )?,
                 current_a: fields.phases("current", 0.0..=100_000.0)?,
                 power_factor: fields.number("powerFactor", -1.0..=1.0)?,
+                sequence,
             }),
             DeviceKind::Transport => {
                 let (longitude_deg, latitude_deg) =
@@ -174,6 +181,7 @@ impl Validator {
                         "seconds behind timetable",
                     )?,
                     occupancy_ratio: fields.number("occupancy", 0.0..=1.0)?,
+                    sequence,
                 })
             }
         })
@@ -431,6 +439,29 @@ mod tests {
             .unwrap_err()
             .rejection
             .reason
+    }
+
+    #[test]
+    fn an_optional_seq_is_carried_as_the_sequence() {
+        let topic = "city/centre/traffic/tc-1";
+        let mut payload = traffic_payload();
+        let validate = |p: &serde_json::Value| {
+            Validator::default().validate(topic, &serde_json::to_vec(p).unwrap(), now())
+        };
+        assert_eq!(validate(&payload).unwrap().sequence(), None);
+        payload["seq"] = serde_json::json!(9_007_199_254_740_993u64);
+        assert_eq!(
+            validate(&payload).unwrap().sequence(),
+            Some(9_007_199_254_740_993)
+        );
+        for (seq, expected) in [
+            (serde_json::json!(-1), RejectReason::OutOfRange),
+            (serde_json::json!(1.5), RejectReason::WrongType),
+            (serde_json::json!("7"), RejectReason::WrongType),
+        ] {
+            payload["seq"] = seq;
+            assert_eq!(validate(&payload).unwrap_err().rejection.reason, expected);
+        }
     }
 
     #[test]

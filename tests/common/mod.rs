@@ -3,6 +3,8 @@
 //! some of them.
 #![allow(dead_code)]
 
+pub mod cdp;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,6 +36,8 @@ pub fn test_config(data_dir: &Path) -> PolisConfig {
     config.dashboard.listen = "127.0.0.1:0".parse().unwrap();
     config.broker.kafka_listen = "127.0.0.1:0".parse().unwrap();
     config.analytics.pg_listen = "127.0.0.1:0".parse().unwrap();
+    // Tests publish in bursts: a quiet partition stops holding windows back after a second.
+    config.analytics.idle_partition_timeout = Duration::from_secs(1);
     config.broker.telemetry_partitions = 4;
     config
 }

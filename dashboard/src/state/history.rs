@@ -1,7 +1,7 @@
 //! The recent windows of every metric series, bounded in time, in windows and in series.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -103,6 +103,28 @@ impl MetricHistory {
             .range((metric.to_string(), String::new())..)
             .take_while(move |((m, _), _)| m == metric)
             .map(|((_, entity), windows)| (entity.as_str(), windows.values()))
+    }
+
+    /// The entities whose newest record of some series is of `entity_kind`, in name order.
+    pub(crate) fn entities_of_kind(&self, entity_kind: &str) -> BTreeSet<&str> {
+        self.series
+            .iter()
+            .filter(|(_, windows)| {
+                windows
+                    .values()
+                    .next_back()
+                    .is_some_and(|record| record.entity_kind == entity_kind)
+            })
+            .map(|((_, entity), _)| entity.as_str())
+            .collect()
+    }
+
+    /// The newest window of `metric` for `entity`.
+    pub(crate) fn latest(&self, metric: &str, entity: &str) -> Option<&MetricRecord> {
+        self.series
+            .get(&(metric.to_string(), entity.to_string()))?
+            .values()
+            .next_back()
     }
 
     /// The last `windows` windows of every series, by metric, entity and window.
