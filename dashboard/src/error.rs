@@ -13,6 +13,9 @@ pub enum DashboardError {
     /// A message for viewers could not be encoded as JSON (an internal error).
     #[error("could not encode a dashboard message: {0}")]
     Encode(#[source] serde_json::Error),
+    /// A chart or report could not be drawn or encoded (an internal error, or an empty period).
+    #[error("could not render {0}")]
+    Render(String),
     /// The HTTP server stopped with an I/O error.
     #[error("the dashboard HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),

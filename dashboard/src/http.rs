@@ -97,24 +97,67 @@ fn refuse_viewer(max: usize) -> Response {
 }
 
 async fn chart(State(app): State<AppState>, Path(file): Path<String>) -> Response {
-    match file
+    let charts = app.hub.charts();
+    if let Some(svg) = file
         .strip_suffix(".svg")
-        .and_then(|domain| app.hub.chart(domain))
+        .and_then(|domain| charts.of_domain(domain))
     {
-        Some(svg) => (
+        return (
             [
                 (header::CONTENT_TYPE, "image/svg+xml"),
                 (header::CACHE_CONTROL, "no-cache"),
             ],
             svg.to_string(),
         )
-            .into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            format!("no chart `{file}`: the charts are traffic.svg, energy.svg and transport.svg"),
-        )
-            .into_response(),
+            .into_response();
     }
+    let Some(domain) = file.strip_suffix(".png").map(str::to_string) else {
+        return no_chart(&file);
+    };
+    // Drawing a bitmap takes milliseconds of CPU: keep it off the async workers.
+    let drawn = tokio::task::spawn_blocking(move || charts.png(&domain).map(|png| (domain, png)))
+        .await;
+    match drawn {
+        Ok(Some((domain, Ok(png)))) => {
+            let name = format!(
+                "attachment; filename=\"polis-{domain}-{}.png\"",
+                png.drawn_at.format("%Y%m%dT%H%M%SZ")
+            );
+            (
+                [
+                    (header::CONTENT_TYPE, "image/png".to_string()),
+                    (header::CACHE_CONTROL, "no-cache".to_string()),
+                    (header::CONTENT_DISPOSITION, name),
+                ],
+                axum::body::Bytes::from_owner(png.bytes),
+            )
+                .into_response()
+        }
+        Ok(None) => no_chart(&file),
+        Ok(Some((_, Err(error)))) => {
+            tracing::warn!(%error, "could not serve a PNG chart");
+            (StatusCode::INTERNAL_SERVER_ERROR, error).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the PNG chart task failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the PNG chart could not be drawn".to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn no_chart(file: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        format!(
+            "no chart `{file}`: the charts are traffic, energy and transport, as .svg or .png \
+             (e.g. /api/charts/traffic.svg)"
+        ),
+    )
+        .into_response()
 }
 
 async fn health(State(app): State<AppState>) -> Response {

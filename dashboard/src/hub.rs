@@ -109,9 +109,9 @@ impl Hub {
         self.lock().viewers.len()
     }
 
-    /// The current chart of `domain`.
-    pub(crate) fn chart(&self, domain: &str) -> Option<Arc<str>> {
-        self.lock().charts.of_domain(domain).cloned()
+    /// The charts of the current update.
+    pub(crate) fn charts(&self) -> Charts {
+        self.lock().charts.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {

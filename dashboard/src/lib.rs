@@ -14,18 +14,21 @@
 //! - `GET /ws` a snapshot on connect, then one update per batch (shapes in module `messages`);
 //!   each viewer has a bounded queue, and one that falls behind is sent a fresh snapshot in place
 //!   of its backlog, so it never slows the others; viewers beyond the limit get HTTP 503;
-//! - `GET /api/charts/{traffic,energy,transport}.svg` the current charts;
+//! - `GET /api/charts/{traffic,energy,transport}.svg` the current charts, and `….png` the same
+//!   chart as a PNG download (drawn on the first request for an update, then reused);
 //! - `GET /api/health` `{"status":"ok","viewers":N,"metrics_read":N}`;
 //! - whatever routes the caller merges in (the SQL service's `POST /api/sql`, the alarm API
 //!   `GET /api/alerts`, `POST /api/alerts/ack` and `/api/alerts/clear` that the page calls).
 
 mod charts;
 mod config;
+mod draw;
 mod error;
 mod http;
 mod hub;
 mod map;
 mod messages;
+pub mod report;
 mod state;
 mod websocket;
 

@@ -328,8 +328,24 @@ async fn the_page_charts_and_merged_api_are_served_over_http() {
             .text()
             .await
             .unwrap()
-            .contains("traffic.svg, energy.svg and transport.svg")
+            .contains("traffic, energy and transport, as .svg or .png")
     );
+    let png = http
+        .get(dashboard.url("/api/charts/energy.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png.status(), 200);
+    assert_eq!(png.headers()["content-type"], "image/png");
+    assert!(
+        png.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"polis-energy-")
+    );
+    let decoder = png::Decoder::new(std::io::Cursor::new(png.bytes().await.unwrap()));
+    let info = decoder.read_info().unwrap();
+    assert_eq!((info.info().width, info.info().height), (960, 300));
 
     let sql = http
         .post(dashboard.url("/api/sql"))
