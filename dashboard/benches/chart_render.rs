@@ -38,7 +38,10 @@ fn main() {
         "{} metric windows ({WINDOWS} windows x {DISTRICTS} districts / {ROUTES} routes), {renders} renders each",
         records.len()
     );
-    println!("{:<34} {:>10} {:>10} {:>10}", "what", "median", "p99", "bytes");
+    println!(
+        "{:<34} {:>10} {:>10} {:>10}",
+        "what", "median", "p99", "bytes"
+    );
 
     let mut size = 0;
     let update = measure(renders, || {
@@ -50,10 +53,15 @@ fn main() {
     print_row("update: 3 SVG charts", update, size);
     for domain in DOMAINS {
         let mut size = 0;
-        let png = measure(renders, || size = draw(domain, &records, period, Format::Png));
+        let png = measure(renders, || {
+            size = draw(domain, &records, period, Format::Png)
+        });
         print_row(&format!("PNG chart {domain} (960x300)"), png, size);
     }
-    for (name, format) in [("report PNG (960x940)", Format::Png), ("report SVG", Format::Svg)] {
+    for (name, format) in [
+        ("report PNG (960x940)", Format::Png),
+        ("report SVG", Format::Svg),
+    ] {
         let mut size = 0;
         let times = measure(renders, || {
             size = report::render(&records, period, format)
@@ -113,19 +121,54 @@ fn history(start: DateTime<Utc>) -> Vec<MetricRecord> {
         };
         for d in 0..DISTRICTS {
             let district = || format!("district-{d:02}");
-            push("traffic.vehicles", "district", district(), 100.0 + 80.0 * wave(d));
-            push("traffic.average_speed_kmh", "district", district(), 30.0 + 20.0 * wave(d));
+            push(
+                "traffic.vehicles",
+                "district",
+                district(),
+                100.0 + 80.0 * wave(d),
+            );
+            push(
+                "traffic.average_speed_kmh",
+                "district",
+                district(),
+                30.0 + 20.0 * wave(d),
+            );
             push("traffic.occupancy_ratio", "district", district(), wave(d));
-            push("traffic.congestion_index", "district", district(), wave(d + 7));
-            push("energy.load_kw", "district", district(), 2_000.0 + 900.0 * wave(d));
-            push("energy.min_voltage_v", "district", district(), 220.0 + 5.0 * wave(d));
-            push("energy.average_voltage_v", "district", district(), 229.0 + wave(d));
+            push(
+                "traffic.congestion_index",
+                "district",
+                district(),
+                wave(d + 7),
+            );
+            push(
+                "energy.load_kw",
+                "district",
+                district(),
+                2_000.0 + 900.0 * wave(d),
+            );
+            push(
+                "energy.min_voltage_v",
+                "district",
+                district(),
+                220.0 + 5.0 * wave(d),
+            );
+            push(
+                "energy.average_voltage_v",
+                "district",
+                district(),
+                229.0 + wave(d),
+            );
             push("energy.meters_reporting", "district", district(), 40.0);
         }
         for r in 0..ROUTES {
             let route = || format!("route-{r:02}");
             push("transport.active_vehicles", "route", route(), 10.0);
-            push("transport.average_delay_s", "route", route(), 60.0 * wave(r));
+            push(
+                "transport.average_delay_s",
+                "route",
+                route(),
+                60.0 * wave(r),
+            );
             push("transport.max_delay_s", "route", route(), 240.0 * wave(r));
             push("transport.occupancy_ratio", "route", route(), wave(r + 3));
         }

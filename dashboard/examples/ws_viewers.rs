@@ -22,9 +22,9 @@ use polis_broker::{BrokerConfig, EmbeddedLog, Log, LogClient, Record};
 use polis_dashboard::{DashboardConfig, serve};
 use polis_telemetry::MetricRecord;
 use polis_telemetry::topics::METRICS;
+use std::sync::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
-use std::sync::Mutex;
 
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
@@ -67,21 +67,66 @@ fn window(index: i64, origin: DateTime<Utc>) -> Vec<MetricRecord> {
     let mut records = Vec::new();
     for d in 0..12 {
         let district = format!("district-{d:02}");
-        records.push(record("traffic.vehicles", &district, start, 100.0 + 80.0 * wave(d)));
-        records.push(record("traffic.average_speed_kmh", &district, start, 30.0 + 20.0 * wave(d)));
+        records.push(record(
+            "traffic.vehicles",
+            &district,
+            start,
+            100.0 + 80.0 * wave(d),
+        ));
+        records.push(record(
+            "traffic.average_speed_kmh",
+            &district,
+            start,
+            30.0 + 20.0 * wave(d),
+        ));
         records.push(record("traffic.occupancy_ratio", &district, start, wave(d)));
-        records.push(record("traffic.congestion_index", &district, start, wave(d + 7)));
-        records.push(record("energy.load_kw", &district, start, 2_000.0 + 900.0 * wave(d)));
-        records.push(record("energy.min_voltage_v", &district, start, 220.0 + 5.0 * wave(d)));
-        records.push(record("energy.average_voltage_v", &district, start, 229.0 + wave(d)));
+        records.push(record(
+            "traffic.congestion_index",
+            &district,
+            start,
+            wave(d + 7),
+        ));
+        records.push(record(
+            "energy.load_kw",
+            &district,
+            start,
+            2_000.0 + 900.0 * wave(d),
+        ));
+        records.push(record(
+            "energy.min_voltage_v",
+            &district,
+            start,
+            220.0 + 5.0 * wave(d),
+        ));
+        records.push(record(
+            "energy.average_voltage_v",
+            &district,
+            start,
+            229.0 + wave(d),
+        ));
         records.push(record("energy.meters_reporting", &district, start, 40.0));
     }
     for r in 0..20 {
         let route = format!("route-{r:02}");
         records.push(record("transport.active_vehicles", &route, start, 10.0));
-        records.push(record("transport.average_delay_s", &route, start, 60.0 * wave(r)));
-        records.push(record("transport.max_delay_s", &route, start, 240.0 * wave(r)));
-        records.push(record("transport.occupancy_ratio", &route, start, wave(r + 3)));
+        records.push(record(
+            "transport.average_delay_s",
+            &route,
+            start,
+            60.0 * wave(r),
+        ));
+        records.push(record(
+            "transport.max_delay_s",
+            &route,
+            start,
+            240.0 * wave(r),
+        ));
+        records.push(record(
+            "transport.occupancy_ratio",
+            &route,
+            start,
+            wave(r + 3),
+        ));
     }
     for (metric, value) in [
         ("city.vehicles_per_min", 7_000.0),
@@ -168,7 +213,9 @@ async fn viewers(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::with_capacity(count);
     for _ in 0..count {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
         let receipts = receipts.clone();
         let measuring = measuring.clone();
         let stop = stop.clone();
@@ -283,9 +330,7 @@ fn main() {
             produce(&log, &window(index, origin)).await;
         }
     });
-    let listener = server
-        .block_on(TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let listener = server.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let config = DashboardConfig {
@@ -322,24 +367,16 @@ fn main() {
         "bare broadcast of {:.0} KiB messages (the size of a dashboard update):",
         update.len() as f64 / 1024.0
     );
-    measure(
-        "bare",
-        bare_url,
-        count,
-        seconds,
-        &clients,
-        &server,
-        |_| {
-            let broadcast = broadcast.clone();
-            let update = update.clone();
-            Box::pin(async move {
-                let stamp = format!("{{\"emitted_at\":\"{}\"}}", Utc::now().to_rfc3339());
-                let padding = " ".repeat(update.len().saturating_sub(stamp.len()));
-                let message: Arc<str> = format!("{stamp}{padding}").into();
-                broadcast.send(message).ok();
-            })
-        },
-    );
+    measure("bare", bare_url, count, seconds, &clients, &server, |_| {
+        let broadcast = broadcast.clone();
+        let update = update.clone();
+        Box::pin(async move {
+            let stamp = format!("{{\"emitted_at\":\"{}\"}}", Utc::now().to_rfc3339());
+            let padding = " ".repeat(update.len().saturating_sub(stamp.len()));
+            let message: Arc<str> = format!("{stamp}{padding}").into();
+            broadcast.send(message).ok();
+        })
+    });
 }
 
 /// A minimal tokio-tungstenite server that sends every message of its channel to every client.
@@ -355,7 +392,11 @@ async fn bare_broadcast(count: usize) -> (String, broadcast::Sender<Arc<str>>) {
             tokio::spawn(async move {
                 let mut socket = accept(stream).await;
                 while let Ok(message) = messages.recv().await {
-                    if socket.send(Message::Text(message.to_string())).await.is_err() {
+                    if socket
+                        .send(Message::Text(message.to_string()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }

@@ -266,7 +266,10 @@ mod tests {
         let charts = Charts::render(&history);
         let first = charts.png("energy").unwrap().unwrap();
         let again = charts.clone().png("energy").unwrap().unwrap();
-        assert!(Arc::ptr_eq(&first.bytes, &again.bytes), "the same update reuses its PNG");
+        assert!(
+            Arc::ptr_eq(&first.bytes, &again.bytes),
+            "the same update reuses its PNG"
+        );
         assert_eq!(first.drawn_at, again.drawn_at);
 
         let decoder = png::Decoder::new(std::io::Cursor::new(first.bytes.to_vec()));
@@ -275,7 +278,10 @@ mod tests {
         assert_eq!(info.color_type, png::ColorType::Rgb);
 
         let next = Charts::render(&history).png("energy").unwrap().unwrap();
-        assert!(!Arc::ptr_eq(&first.bytes, &next.bytes), "a new update draws anew");
+        assert!(
+            !Arc::ptr_eq(&first.bytes, &next.bytes),
+            "a new update draws anew"
+        );
         assert!(Charts::render(&history).png("weather").is_none());
     }
 

@@ -30,9 +30,13 @@ pub struct DashboardConfig {
     /// Updates buffered per viewer. A viewer that falls this far behind has its pending updates
     /// dropped and receives one fresh snapshot instead, so it never slows the others.
     pub viewer_queue: usize,
+    /// How long one message to a viewer may take to send. A viewer whose connection accepts
+    /// nothing for this long (a stalled network, a frozen tab) is closed.
+    #[serde(with = "humantime_serde")]
+    pub viewer_send_timeout: Duration,
     /// The token that lets a viewer see the page, its charts and live updates and run SQL
-    /// (`Authorization: Bearer TOKEN`, `?token=TOKEN` or the `polis_token` cookie). Unset, viewing
-    /// needs no token; required when `listen` is not a loopback address.
+    /// (`Authorization: Bearer TOKEN` or `?token=TOKEN`). Unset, viewing needs no token; required
+    /// when `listen` is not a loopback address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub viewer_token: Option<String>,
     /// The token that also lets an operator acknowledge and clear alarms (and anything else that
@@ -51,6 +55,7 @@ impl fmt::Debug for DashboardConfig {
             .field("history", &self.history)
             .field("max_viewers", &self.max_viewers)
             .field("viewer_queue", &self.viewer_queue)
+            .field("viewer_send_timeout", &self.viewer_send_timeout)
             .field("viewer_token", &redacted(&self.viewer_token))
             .field("operator_token", &redacted(&self.operator_token))
             .finish()
@@ -64,6 +69,7 @@ impl Default for DashboardConfig {
             history: Duration::from_secs(30 * 60),
             max_viewers: 1000,
             viewer_queue: 16,
+            viewer_send_timeout: Duration::from_secs(30),
             viewer_token: None,
             operator_token: None,
         }
@@ -89,6 +95,12 @@ impl DashboardConfig {
         if self.viewer_queue == 0 {
             problems.push(
                 "dashboard.viewer_queue = 0 leaves no room for a single update: use at least 1"
+                    .to_string(),
+            );
+        }
+        if self.viewer_send_timeout.is_zero() {
+            problems.push(
+                "dashboard.viewer_send_timeout = 0s would close every viewer: use e.g. 30s"
                     .to_string(),
             );
         }

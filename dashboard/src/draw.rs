@@ -199,7 +199,10 @@ pub(crate) struct Chart<'a> {
 
 impl Chart<'_> {
     /// Draws the chart to fill `area`, whatever its size.
-    pub(crate) fn draw_on<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+    pub(crate) fn draw_on<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+    ) -> DrawResult<DB> {
         area.fill(&BACKGROUND)?;
         if self.lines.is_empty() {
             self.draw_empty(area)
@@ -260,7 +263,10 @@ impl Chart<'_> {
     }
 }
 
-fn draw_legend<DB: DrawingBackend>(lines: &[Line], area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+fn draw_legend<DB: DrawingBackend>(
+    lines: &[Line],
+    area: &DrawingArea<DB, Shift>,
+) -> DrawResult<DB> {
     let font = (FAMILY, 13)
         .into_font()
         .color(&TEXT)

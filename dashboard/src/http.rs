@@ -1,6 +1,7 @@
 //! The HTTP routes: the operator page, the WebSocket, the chart images and health.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State, WebSocketUpgrade};
@@ -11,9 +12,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::Access;
 use crate::hub::{Hub, ViewerLimit};
 use crate::state::FollowStats;
-use crate::websocket::serve_viewer;
+use crate::websocket::{Ended, serve_viewer};
 
 const PAGE: &str = include_str!("../assets/index.html");
 const STYLE: &str = include_str!("../assets/style.css");
@@ -26,8 +28,11 @@ const MAX_VIEWER_MESSAGE: usize = 4096;
 pub(crate) struct AppState {
     pub(crate) hub: Arc<Hub>,
     pub(crate) stats: Arc<FollowStats>,
+    pub(crate) access: Arc<Access>,
     /// Viewer tasks, so shutdown can wait for their close handshakes.
     pub(crate) viewers: TaskTracker,
+    /// `dashboard.viewer_send_timeout`.
+    pub(crate) send_timeout: Duration,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -67,12 +72,22 @@ async fn websocket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Re
     match app.hub.join() {
         Ok((viewer, snapshot)) => {
             let AppState {
-                viewers, shutdown, ..
+                hub,
+                viewers,
+                send_timeout,
+                shutdown,
+                ..
             } = app;
             upgrade
                 .max_message_size(MAX_VIEWER_MESSAGE)
                 .on_upgrade(move |socket| {
-                    viewers.track_future(serve_viewer(socket, viewer, snapshot, shutdown))
+                    viewers.track_future(async move {
+                        let ended =
+                            serve_viewer(socket, viewer, snapshot, send_timeout, shutdown).await;
+                        if ended == Ended::Stalled {
+                            hub.count_stalled();
+                        }
+                    })
                 })
         }
         Err(ViewerLimit(max)) => {
@@ -115,8 +130,8 @@ async fn chart(State(app): State<AppState>, Path(file): Path<String>) -> Respons
         return no_chart(&file);
     };
     // Drawing a bitmap takes milliseconds of CPU: keep it off the async workers.
-    let drawn = tokio::task::spawn_blocking(move || charts.png(&domain).map(|png| (domain, png)))
-        .await;
+    let drawn =
+        tokio::task::spawn_blocking(move || charts.png(&domain).map(|png| (domain, png))).await;
     match drawn {
         Ok(Some((domain, Ok(png)))) => {
             let name = format!(
@@ -165,6 +180,8 @@ async fn health(State(app): State<AppState>) -> Response {
         "status": "ok",
         "viewers": app.hub.viewers(),
         "metrics_read": app.stats.metrics_read(),
+        "viewers_stalled": app.hub.stalled(),
+        "refused": app.access.refused(),
     }))
     .into_response()
 }

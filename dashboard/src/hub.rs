@@ -5,7 +5,7 @@
 //! queue and gets the current snapshot instead (coalescing).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::mpsc;
@@ -31,6 +31,8 @@ pub(crate) struct Hub {
     queue_capacity: usize,
     max_viewers: usize,
     shared: Mutex<Shared>,
+    /// Viewers disconnected for accepting nothing within `dashboard.viewer_send_timeout`.
+    stalled: AtomicU64,
 }
 
 struct Shared {
@@ -61,6 +63,7 @@ impl Hub {
                 viewers: HashMap::new(),
                 next_viewer: 0,
             }),
+            stalled: AtomicU64::new(0),
         }
     }
 
@@ -107,6 +110,16 @@ impl Hub {
     /// Viewers connected now.
     pub(crate) fn viewers(&self) -> usize {
         self.lock().viewers.len()
+    }
+
+    /// Counts a viewer disconnected for accepting nothing in time.
+    pub(crate) fn count_stalled(&self) {
+        self.stalled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Viewers disconnected for accepting nothing in time, since start.
+    pub(crate) fn stalled(&self) -> u64 {
+        self.stalled.load(Ordering::Relaxed)
     }
 
     /// The charts of the current update.

@@ -13,13 +13,19 @@
 //! - `GET /` the operator page (with `/assets/style.css` and `/assets/app.js`);
 //! - `GET /ws` a snapshot on connect, then one update per batch (shapes in module `messages`);
 //!   each viewer has a bounded queue, and one that falls behind is sent a fresh snapshot in place
-//!   of its backlog, so it never slows the others; viewers beyond the limit get HTTP 503;
+//!   of its backlog, so it never slows the others; one that accepts nothing for
+//!   `viewer_send_timeout` is disconnected; viewers beyond the limit get HTTP 503;
 //! - `GET /api/charts/{traffic,energy,transport}.svg` the current charts, and `….png` the same
 //!   chart as a PNG download (drawn on the first request for an update, then reused);
-//! - `GET /api/health` `{"status":"ok","viewers":N,"metrics_read":N}`;
+//! - `GET /api/health` `{"status":"ok","viewers":N,"metrics_read":N,"viewers_stalled":N,
+//!   "refused":N}`;
 //! - whatever routes the caller merges in (the SQL service's `POST /api/sql`, the alarm API
 //!   `GET /api/alerts`, `POST /api/alerts/ack` and `/api/alerts/clear` that the page calls).
+//!
+//! Every route but the page, its assets and health is guarded by the access tokens of the
+//! configuration (module `access`).
 
+mod access;
 mod charts;
 mod config;
 mod draw;
@@ -101,13 +107,17 @@ pub async fn serve(
         ));
     }
 
+    let access = Arc::new(access::Access::new(&config));
     let app = http::router(AppState {
         hub,
         stats,
+        access: access.clone(),
         viewers: tasks.clone(),
+        send_timeout: config.viewer_send_timeout,
         shutdown: stop.clone(),
     })
-    .merge(api);
+    .merge(api)
+    .layer(axum::middleware::from_fn_with_state(access, access::check));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await;

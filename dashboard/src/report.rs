@@ -227,7 +227,11 @@ mod tests {
         let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
         reader.next_frame(&mut pixels).unwrap();
         let background = [0x12, 0x1a, 0x26];
-        assert_eq!(&pixels[..3], &background, "the corner is the page background");
+        assert_eq!(
+            &pixels[..3],
+            &background,
+            "the corner is the page background"
+        );
         let drawn = pixels
             .chunks(3)
             .filter(|pixel| *pixel != background)
@@ -249,7 +253,10 @@ mod tests {
         for entity in ["harbour", "old-town", "industrial", "L2"] {
             assert!(svg.contains(&format!(">\n{entity}\n<")), "{entity}: {svg}");
         }
-        assert!(!svg.contains("uptown"), "only the charted metrics are drawn");
+        assert!(
+            !svg.contains("uptown"),
+            "only the charted metrics are drawn"
+        );
         assert!(
             svg.contains("Polis city report, 2023-11-14 22:13:20 to 2023-11-14 23:13:20 UTC"),
             "{svg}"
@@ -291,14 +298,19 @@ mod tests {
             from: at(60),
             to: at(60),
         };
-        let error = render(&city(), period, Format::Png).unwrap_err().to_string();
+        let error = render(&city(), period, Format::Png)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("the end must be after the start"), "{error}");
     }
 
     #[test]
     fn the_format_follows_the_file_extension() {
         assert_eq!(Format::of_path(Path::new("city.png")), Some(Format::Png));
-        assert_eq!(Format::of_path(Path::new("out/City.SVG")), Some(Format::Svg));
+        assert_eq!(
+            Format::of_path(Path::new("out/City.SVG")),
+            Some(Format::Svg)
+        );
         assert_eq!(Format::of_path(Path::new("city.jpg")), None);
         assert_eq!(Format::of_path(Path::new("city")), None);
     }

@@ -12,33 +12,45 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::Viewer;
 
-/// A viewer whose socket accepts nothing for this long is disconnected; its browser reconnects
-/// and starts again from a snapshot.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the close handshake may take at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a viewer's connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The viewer closed it or went away.
+    ByViewer,
+    /// The viewer accepted nothing for `dashboard.viewer_send_timeout` and was disconnected.
+    Stalled,
+    /// The dashboard is shutting down.
+    Shutdown,
+}
 
 pub(crate) async fn serve_viewer(
     socket: WebSocket,
     mut viewer: Viewer,
     snapshot: Arc<str>,
+    send_timeout: Duration,
     shutdown: CancellationToken,
-) {
+) -> Ended {
     let (mut outgoing, mut incoming) = socket.split();
     let mut message = snapshot;
     loop {
-        if !send(&mut outgoing, &message, &shutdown).await {
-            return;
+        if let Err(ended) = send(&mut outgoing, &message, send_timeout, &shutdown).await {
+            return ended;
         }
         message = loop {
             tokio::select! {
-                () = shutdown.cancelled() => return say_goodbye(&mut outgoing).await,
+                () = shutdown.cancelled() => {
+                    say_goodbye(&mut outgoing).await;
+                    return Ended::Shutdown;
+                }
                 next = viewer.next_message() => match next {
                     Some(next) => break next,
-                    None => return,
+                    None => return Ended::Shutdown,
                 },
                 received = incoming.next() => match received {
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return Ended::ByViewer,
                     Some(Ok(_)) => {}
                 },
             }
@@ -46,30 +58,31 @@ pub(crate) async fn serve_viewer(
     }
 }
 
-/// Sends one text message; false when the viewer is gone, stopped reading or the dashboard is
-/// shutting down meanwhile.
+/// Sends one text message, unless the viewer is gone, accepts nothing for `timeout` (its
+/// browser reconnects and starts again from a snapshot) or the dashboard shuts down meanwhile.
 async fn send(
     outgoing: &mut SplitSink<WebSocket, Message>,
     message: &str,
+    timeout: Duration,
     shutdown: &CancellationToken,
-) -> bool {
+) -> Result<(), Ended> {
     let text = Message::Text(message.to_string());
     let sent = tokio::select! {
-        () = shutdown.cancelled() => return false,
-        sent = tokio::time::timeout(SEND_TIMEOUT, outgoing.send(text)) => sent,
+        () = shutdown.cancelled() => return Err(Ended::Shutdown),
+        sent = tokio::time::timeout(timeout, outgoing.send(text)) => sent,
     };
     match sent {
-        Ok(Ok(())) => true,
+        Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => {
             tracing::debug!(%error, "a dashboard viewer went away");
-            false
+            Err(Ended::ByViewer)
         }
         Err(_) => {
             tracing::info!(
-                timeout = ?SEND_TIMEOUT,
-                "disconnected a dashboard viewer that stopped reading"
+                ?timeout,
+                "disconnected a dashboard viewer that stopped reading (dashboard.viewer_send_timeout)"
             );
-            false
+            Err(Ended::Stalled)
         }
     }
 }

@@ -52,10 +52,15 @@ impl Dashboard {
         produce(&log, records).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let api = Router::new().route(
-            "/api/sql",
-            post(|sql: String| async move { axum::Json(json!([{ "sql": sql }])) }),
-        );
+        let api = Router::new()
+            .route(
+                "/api/sql",
+                post(|sql: String| async move { axum::Json(json!([{ "sql": sql }])) }),
+            )
+            .route(
+                "/api/alerts/ack",
+                post(|| async { axum::Json(json!({ "acknowledged": true })) }),
+            );
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(listener, config, log.clone(), api, shutdown.clone()));
         Dashboard {
@@ -116,6 +121,17 @@ async fn connect(address: SocketAddr, receive_buffer: Option<u32>) -> Client {
         .await
         .unwrap();
     client
+}
+
+/// The dashboard's health document.
+async fn health(http: &reqwest::Client, dashboard: &Dashboard) -> Value {
+    http.get(dashboard.url("/api/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// The next JSON message, within the deadline.
@@ -274,7 +290,7 @@ async fn a_viewer_gets_a_snapshot_of_the_log_then_live_updates() {
         .unwrap();
     assert_eq!(
         health,
-        json!({"status": "ok", "viewers": 2, "metrics_read": 6})
+        json!({"status": "ok", "viewers": 2, "metrics_read": 6, "viewers_stalled": 0, "refused": 0})
     );
 
     dashboard.stop().await;
@@ -421,6 +437,164 @@ async fn a_slow_viewer_does_not_delay_others_and_catches_up_with_a_snapshot() {
         "the slow viewer's backlog was dropped, not delivered ({messages} messages)"
     );
 
+    dashboard.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_reads_nothing_is_disconnected_after_the_send_timeout() {
+    let config = DashboardConfig {
+        viewer_queue: 2,
+        viewer_send_timeout: Duration::from_millis(300),
+        ..DashboardConfig::default()
+    };
+    let dashboard = Dashboard::start(config, &[]).await;
+    let http = reqwest::Client::new();
+    let mut normal = dashboard.connect().await;
+    let mut stalled = connect(dashboard.address, Some(4096)).await;
+    assert_eq!(next_message(&mut normal).await["type"], "snapshot");
+    assert_eq!(next_message(&mut stalled).await["type"], "snapshot");
+
+    // Windows of 36 lines each until the stalled viewer's socket is full for longer than the
+    // timeout; the normal viewer is shown to get every one meanwhile.
+    let window = |w: i64| -> Vec<MetricRecord> {
+        (0..36)
+            .map(|d| {
+                metric(
+                    "traffic.vehicles",
+                    &format!("district-{d:02}"),
+                    w,
+                    (w + d) as f64,
+                    0,
+                )
+            })
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut w = 0;
+    while health(&http, &dashboard).await["viewers_stalled"] == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled viewer was not disconnected within {DEADLINE:?} ({w} windows)"
+        );
+        let records = window(w);
+        dashboard.produce(&records).await;
+        read_until_known(&mut normal, &records).await;
+        w += 1;
+    }
+    assert_eq!(health(&http, &dashboard).await["viewers"], 1);
+
+    // What the stalled viewer's socket still held arrives, then the connection ends.
+    let ended = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stalled.next().await {
+                Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("the stalled viewer's connection ends");
+    assert!(
+        matches!(ended, None | Some(Err(_)) | Some(Ok(Message::Close(_)))),
+        "{ended:?}"
+    );
+    let after = window(w);
+    dashboard.produce(&after).await;
+    read_until_known(&mut normal, &after).await;
+    dashboard.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_viewing_and_operating() {
+    const VIEWER: &str = "viewer-token-0123456789";
+    const OPERATOR: &str = "operator-token-0123456789";
+    let config = DashboardConfig {
+        viewer_token: Some(VIEWER.to_string()),
+        operator_token: Some(OPERATOR.to_string()),
+        ..DashboardConfig::default()
+    };
+    let dashboard = Dashboard::start(config, &[]).await;
+    let http = reqwest::Client::new();
+    let status = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, challenge, response.text().await.unwrap())
+    };
+
+    for open in ["/", "/assets/app.js", "/api/health"] {
+        assert_eq!(status(http.get(dashboard.url(open))).await.0, 200, "{open}");
+    }
+    let (code, challenge, body) = status(http.get(dashboard.url("/api/charts/energy.svg"))).await;
+    assert_eq!(
+        (code, challenge.as_deref()),
+        (401, Some("Bearer realm=\"polis\""))
+    );
+    assert!(
+        body.contains("dashboard.viewer_token") && body.contains("no token was given"),
+        "{body}"
+    );
+    let (code, _, body) = status(
+        http.get(dashboard.url("/api/charts/energy.svg"))
+            .bearer_auth("wrong-token-0123456789"),
+    )
+    .await;
+    assert_eq!(code, 401);
+    assert!(body.contains("the token given is not valid"), "{body}");
+    for token in [VIEWER, OPERATOR] {
+        let chart = status(
+            http.get(dashboard.url("/api/charts/energy.svg"))
+                .bearer_auth(token),
+        )
+        .await;
+        assert_eq!(chart.0, 200, "{token}");
+    }
+    let png =
+        status(http.get(dashboard.url(&format!("/api/charts/energy.png?token={VIEWER}")))).await;
+    assert_eq!(png.0, 200);
+    assert_eq!(
+        status(
+            http.post(dashboard.url("/api/sql"))
+                .bearer_auth(VIEWER)
+                .body("SELECT 1")
+        )
+        .await
+        .0,
+        200
+    );
+
+    let (code, _, body) = status(
+        http.post(dashboard.url("/api/alerts/ack"))
+            .bearer_auth(VIEWER),
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert!(body.contains("dashboard.operator_token"), "{body}");
+    assert_eq!(
+        status(
+            http.post(dashboard.url("/api/alerts/ack"))
+                .bearer_auth(OPERATOR)
+        )
+        .await
+        .0,
+        200
+    );
+
+    match tokio_tungstenite::connect_async(format!("ws://{}/ws", dashboard.address)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected HTTP 401, got {other:?}"),
+    }
+    let stream = TcpStream::connect(dashboard.address).await.unwrap();
+    let url = format!("ws://{}/ws?token={VIEWER}", dashboard.address);
+    let (mut viewer, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    assert_eq!(next_message(&mut viewer).await["type"], "snapshot");
+
+    assert_eq!(health(&http, &dashboard).await["refused"], 4);
     dashboard.stop().await;
 }
 
