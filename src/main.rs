@@ -1,6 +1,7 @@
 //! `polis`: the one binary. Parses the command line, sets up tracing, loads configuration and
 //! reads signals; everything else is in the tier crates.
 
+mod report_client;
 mod sql_client;
 
 use std::path::PathBuf;
@@ -65,8 +66,30 @@ enum Command {
         /// The platform's HTTP address.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
+        /// The dashboard's viewer token, when it listens beyond loopback.
+        #[arg(long, env = "POLIS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Draw the traffic, energy and transport charts of a period into one PNG or SVG file,
+    /// from the metric windows of a running platform.
+    Report {
+        /// Start of the period: a span back from now (-1h, -30m), now, or an RFC 3339 time.
+        #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
+        from: String,
+        /// End of the period, in the same forms.
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+        /// The image to write: FILE.png or FILE.svg.
+        #[arg(long)]
+        out: PathBuf,
+        /// The platform's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The dashboard's viewer token, when it listens beyond loopback.
+        #[arg(long, env = "POLIS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Show configuration.
     Config {
@@ -195,8 +218,40 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Sql { query, url, format } => {
-            sql_client::run(&url, &query, matches!(format, Format::Json)).await
+        Command::Sql {
+            query,
+            url,
+            token,
+            format,
+        } => {
+            sql_client::run(
+                &url,
+                token.as_deref(),
+                &query,
+                matches!(format, Format::Json),
+            )
+            .await
+        }
+        Command::Report {
+            from,
+            to,
+            out,
+            url,
+            token,
+        } => {
+            let now = chrono::Utc::now();
+            let period = polis_dashboard::report::Period {
+                from: report_client::parse_time(&from, now).context("--from")?,
+                to: report_client::parse_time(&to, now).context("--to")?,
+            };
+            let windows = report_client::run(&url, token.as_deref(), period, &out).await?;
+            println!(
+                "wrote {} ({windows} metric windows from {} to {})",
+                out.display(),
+                period.from.to_rfc3339(),
+                period.to.to_rfc3339()
+            );
+            Ok(())
         }
         Command::Config {
             command: ConfigCommand::Default,

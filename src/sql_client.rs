@@ -1,14 +1,33 @@
 //! `polis sql`: send one statement to `POST /api/sql` and print the rows as a table or JSON.
+//! [`post_sql`] is also how `polis report` fetches its metric windows.
 
 use anyhow::Context;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-pub async fn run(url: &str, query: &str, json: bool) -> anyhow::Result<()> {
+pub async fn run(url: &str, token: Option<&str>, query: &str, json: bool) -> anyhow::Result<()> {
+    let body = post_sql(url, token, query).await?;
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    let rows: Vec<IndexMap<String, Value>> = serde_json::from_str(&body)
+        .context("the server answered with something that is not rows")?;
+    print!("{}", render_table(&rows));
+    Ok(())
+}
+
+/// Sends `query` to `{url}/api/sql` (with the dashboard `token`, if given) and returns the JSON
+/// rows as text, or the server's error.
+pub async fn post_sql(url: &str, token: Option<&str>, query: &str) -> anyhow::Result<String> {
     let endpoint = format!("{}/api/sql", url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .post(&endpoint)
-        .body(query.to_string())
+        .body(query.to_string());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("cannot reach Polis at {endpoint}: is `polis up` running? (use --url to point elsewhere)"))?;
@@ -19,16 +38,14 @@ pub async fn run(url: &str, query: &str, json: bool) -> anyhow::Result<()> {
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or(body);
-        anyhow::bail!("query failed ({status}): {message}");
+        let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
+            " (give the dashboard's viewer token with --token or POLIS_TOKEN)"
+        } else {
+            ""
+        };
+        anyhow::bail!("query failed ({status}): {message}{hint}");
     }
-    if json {
-        println!("{body}");
-        return Ok(());
-    }
-    let rows: Vec<IndexMap<String, Value>> = serde_json::from_str(&body)
-        .context("the server answered with something that is not rows")?;
-    print!("{}", render_table(&rows));
-    Ok(())
+    Ok(body)
 }
 
 /// Renders rows as an aligned text table with a row count.

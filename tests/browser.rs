@@ -9,15 +9,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::Utc;
 use common::cdp::{Browser, Page};
-use common::{eventually, sql, test_config};
+use common::{Fleet, eventually, sql, test_config};
 use polis::Platform;
-use polis_gateway::DeviceRegistry;
-use polis_simulators::SimulatorConfig;
-use polis_telemetry::{AlertRecord, DeviceTopic};
+use polis_telemetry::AlertRecord;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 /// An operator rule that raises at once on any district with traffic, and stays raised.
 const BUSY_RULE: &str = "busy_district";
@@ -65,30 +61,11 @@ async fn an_operator_follows_the_city_and_handles_an_alarm_in_chromium() {
     std::fs::create_dir(&rules).unwrap();
     std::fs::write(rules.join("busy.toml"), BUSY_RULES).unwrap();
     config.analytics.rules_dir = Some(rules);
-    let registry = DeviceRegistry::in_data_dir(&config.data_dir);
+    let data_dir = config.data_dir.clone();
     let platform = Platform::start(config).await.unwrap();
     let http = platform.http_addr();
 
-    let simulators = SimulatorConfig {
-        mqtt_host: platform.mqtt_addr().ip().to_string(),
-        mqtt_port: platform.mqtt_addr().port(),
-        traffic_counters: 8,
-        energy_meters: 8,
-        vehicles: 4,
-        interval: Duration::from_millis(250),
-        connect_per_second: 1_000,
-        password: Some("the-browser-test-fleet-secret".into()),
-        ..SimulatorConfig::default()
-    };
-    let fleet: Vec<DeviceTopic> = polis_simulators::fleet(&simulators)
-        .into_iter()
-        .map(|mut device| device.next(Utc::now()).0)
-        .collect();
-    registry
-        .provision(&fleet, simulators.password.as_deref().unwrap())
-        .unwrap();
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(polis_simulators::run(simulators, stop.clone()));
+    let fleet = Fleet::start(&platform, &data_dir, (8, 8, 4));
 
     let shots = screenshots();
     let browser = Browser::launch(1366, 768).await;
@@ -321,7 +298,6 @@ async fn an_operator_follows_the_city_and_handles_an_alarm_in_chromium() {
 
     drop(page);
     drop(browser);
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    fleet.stop().await;
     platform.shutdown().await;
 }

@@ -10,7 +10,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use polis::PolisConfig;
+use chrono::Utc;
+use polis::{Platform, PolisConfig};
+use polis_gateway::DeviceRegistry;
+use polis_simulators::{SimulationStats, SimulatorConfig};
+use polis_telemetry::DeviceTopic;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
@@ -69,6 +73,50 @@ pub async fn publish(mqtt: std::net::SocketAddr, client_id: &str, messages: &[(S
         .expect("every publish is acknowledged")
         .unwrap();
     client.disconnect().await.ok();
+}
+
+/// A simulated fleet publishing to a platform until `stop` is cancelled.
+pub struct Fleet {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub running: tokio::task::JoinHandle<Result<SimulationStats, polis_simulators::SimulatorError>>,
+}
+
+impl Fleet {
+    /// Registers `traffic` counters, `energy` meters and `vehicles` with `platform` (whose data
+    /// lives in `data_dir`) and starts them publishing four readings a second each.
+    pub fn start(
+        platform: &Platform,
+        data_dir: &Path,
+        (traffic, energy, vehicles): (usize, usize, usize),
+    ) -> Fleet {
+        let simulators = SimulatorConfig {
+            mqtt_host: platform.mqtt_addr().ip().to_string(),
+            mqtt_port: platform.mqtt_addr().port(),
+            traffic_counters: traffic,
+            energy_meters: energy,
+            vehicles,
+            interval: Duration::from_millis(250),
+            connect_per_second: 1_000,
+            password: Some("the-test-fleet-secret".into()),
+            ..SimulatorConfig::default()
+        };
+        let fleet: Vec<DeviceTopic> = polis_simulators::fleet(&simulators)
+            .into_iter()
+            .map(|mut device| device.next(Utc::now()).0)
+            .collect();
+        DeviceRegistry::in_data_dir(data_dir)
+            .provision(&fleet, simulators.password.as_deref().unwrap())
+            .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn(polis_simulators::run(simulators, stop.clone()));
+        Fleet { stop, running }
+    }
+
+    /// Stops every simulator and checks they ran without failing.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.running.await.unwrap().unwrap();
+    }
 }
 
 /// Runs `query` through `POST /api/sql`; panics with the server's message on an error status.
