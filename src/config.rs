@@ -12,6 +12,9 @@ use polis_gateway::GatewayConfig;
 use polis_simulators::SimulatorConfig;
 use serde::{Deserialize, Serialize};
 
+/// The archive's folder under `data_dir` when `analytics.archive_dir` is not given.
+const ARCHIVE_DIR: &str = "archive";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolisConfig {
@@ -78,7 +81,7 @@ impl PolisConfig {
         }
         problems.extend(self.broker.problems());
         problems.extend(self.gateway.problems());
-        problems.extend(self.analytics.problems());
+        problems.extend(self.analytics().problems());
         problems.extend(self.dashboard.problems());
         problems.extend(self.simulate.problems());
         if problems.is_empty() {
@@ -86,6 +89,16 @@ impl PolisConfig {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// The analytics tier's configuration, its archive in `{data_dir}/archive` unless
+    /// `analytics.archive_dir` is given.
+    pub fn analytics(&self) -> AnalyticsConfig {
+        let mut analytics = self.analytics.clone();
+        analytics
+            .archive_dir
+            .get_or_insert_with(|| self.data_dir.join(ARCHIVE_DIR));
+        analytics
     }
 
     /// The configuration as a TOML document.
@@ -97,6 +110,23 @@ impl PolisConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_archive_lives_in_the_data_dir_unless_given() {
+        let mut config = PolisConfig {
+            data_dir: PathBuf::from("/srv/polis"),
+            ..PolisConfig::default()
+        };
+        assert_eq!(
+            config.analytics().archive_dir,
+            Some(PathBuf::from("/srv/polis/archive"))
+        );
+        config.analytics.archive_dir = Some(PathBuf::from("/mnt/cold"));
+        assert_eq!(
+            config.analytics().archive_dir,
+            Some(PathBuf::from("/mnt/cold"))
+        );
+    }
 
     #[test]
     fn the_printed_default_loads_back_unchanged() {

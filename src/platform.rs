@@ -205,7 +205,7 @@ impl Platform {
 
         let analytics_token = CancellationToken::new();
         let analytics = Analytics::start(
-            config.analytics.clone(),
+            config.analytics(),
             log.clone(),
             analytics_token.clone(),
         )

@@ -57,7 +57,8 @@ async fn every_acknowledged_record_survives_sigkill() {
         ),
     )
     .unwrap();
-    let mut polis = start_polis(&config);
+    // Taken when the process is killed, a third of the way through the sends.
+    let mut running = Some(start_polis(&config));
     wait_for_kafka(kafka_port).await;
 
     let producer: FutureProducer = ClientConfig::new()
@@ -93,6 +94,7 @@ async fn every_acknowledged_record_survives_sigkill() {
                 },
             )
             .await;
+            let mut polis = running.take().expect("killed once");
             polis.kill().unwrap();
             polis.wait().unwrap();
         }

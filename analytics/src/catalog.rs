@@ -1,24 +1,18 @@
-//! What every query sees: the hot store's tables in database `polis`, schema `public`, plus
-//! `information_schema` and PostgreSQL's `pg_catalog` (with its functions, and
-//! `current_setting`), which psql and Grafana read to list tables and columns.
+//! What every query sees: every table, its hot rows and its archive, in database `polis`,
+//! schema `public`, plus `information_schema` and PostgreSQL's `pg_catalog` (with its functions,
+//! and `current_setting`), which psql and Grafana read to list tables and columns.
 
-use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, StringArray};
-use arrow::datatypes::{DataType, SchemaRef};
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::source::DataSourceExec;
+use arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{ColumnarValue, Expr, ScalarUDF, Volatility, create_udf};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
+use crate::archive::table::PolisTable;
 use crate::store::HotStore;
 
 /// The database name clients connect to and `current_database()` returns.
@@ -38,12 +32,7 @@ pub(crate) fn context(
         .with_target_partitions(partitions);
     let ctx = SessionContext::new_with_config(config);
     for name in store.table_names() {
-        let table = HotTable {
-            schema: store.schema(name),
-            store: store.clone(),
-            name,
-        };
-        ctx.register_table(name, Arc::new(table))?;
+        ctx.register_table(name, Arc::new(PolisTable::new(store.clone(), name)))?;
     }
     setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider).map_err(|e| *e)?;
     ctx.register_udf(current_setting());
@@ -76,52 +65,4 @@ fn current_setting() -> ScalarUDF {
             Ok(ColumnarValue::Array(Arc::new(values)))
         }),
     )
-}
-
-/// One hot store table; each scan reads the rows present when the query starts.
-struct HotTable {
-    store: Arc<HotStore>,
-    name: &'static str,
-    schema: SchemaRef,
-}
-
-impl fmt::Debug for HotTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HotTable")
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
-#[async_trait]
-impl TableProvider for HotTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
-        let batches = self.store.snapshot(self.name);
-        let parts = state
-            .config()
-            .target_partitions()
-            .clamp(1, batches.len().max(1));
-        let mut partitions = vec![Vec::new(); parts];
-        for (i, batch) in batches.into_iter().enumerate() {
-            partitions[i % parts].push(batch);
-        }
-        let source =
-            MemorySourceConfig::try_new(&partitions, self.schema.clone(), projection.cloned())?
-                .with_limit(limit);
-        Ok(DataSourceExec::from_data_source(source))
-    }
 }

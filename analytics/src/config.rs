@@ -27,11 +27,24 @@ pub struct AnalyticsConfig {
     /// holds the watermark back.
     #[serde(with = "humantime_serde")]
     pub idle_partition_timeout: Duration,
-    /// How much event time the in-memory hot store keeps.
+    /// How much event time the in-memory hot store keeps; with an archive, each hour wholly
+    /// older than this behind a table's newest row is rolled into it.
     #[serde(with = "humantime_serde")]
     pub hot_retention: Duration,
-    /// Memory the hot store may use; the oldest buckets are evicted past it.
+    /// Memory the hot store may use. With an archive, the oldest hours are rolled into it once
+    /// the store passes three quarters of this; past all of it, and always without an archive,
+    /// the oldest buckets are evicted.
     pub hot_memory: ByteSize,
+    /// Where hot rows are archived as Parquet, `{archive_dir}/{table}/date=…/hour=…/`.
+    /// `polis` sets it to `{data_dir}/archive` unless given; unset, there is no archive.
+    pub archive_dir: Option<PathBuf>,
+    /// How much event time the archive keeps behind a table's newest row: older hours are
+    /// deleted whole.
+    #[serde(with = "humantime_serde")]
+    pub archive_retention: Duration,
+    /// An archived hour of more files than this (late rows add files) is merged into one once
+    /// it is older than `hot_retention`.
+    pub archive_compact_after: usize,
     /// A folder of extra metric definitions (`*.sql`) added to the shipped ones.
     pub metrics_dir: Option<PathBuf>,
     /// A folder of extra alarm rule files (`*.toml`) added to the shipped ones; one with a
@@ -63,8 +76,11 @@ impl Default for AnalyticsConfig {
             allowed_lateness: Duration::from_secs(5),
             update_horizon: Duration::from_secs(60),
             idle_partition_timeout: Duration::from_secs(30),
-            hot_retention: Duration::from_secs(24 * 3600),
+            hot_retention: Duration::from_secs(3600),
             hot_memory: ByteSize::gib(2),
+            archive_dir: None,
+            archive_retention: Duration::from_secs(30 * 24 * 3600),
+            archive_compact_after: 8,
             metrics_dir: None,
             rules_dir: None,
             query_timeout: Duration::from_secs(30),
@@ -102,6 +118,37 @@ impl AnalyticsConfig {
                 "analytics.hot_memory = {} is too small: use at least 16 MiB",
                 self.hot_memory
             ));
+        }
+        if self.archive_dir.is_some() {
+            let window = self.window.as_secs().max(1);
+            if 3600 % window != 0 {
+                problems.push(format!(
+                    "analytics.window = {:?} does not divide an hour, the archive's unit: use e.g. 10s, 15s or 1m",
+                    self.window
+                ));
+            }
+            if self.archive_retention < self.hot_retention + Duration::from_secs(3600) {
+                problems.push(format!(
+                    "analytics.archive_retention = {:?} is shorter than analytics.hot_retention + 1h: archived hours would be deleted as soon as they are written; use e.g. 30d",
+                    self.archive_retention
+                ));
+            }
+            if self.archive_compact_after < 2 {
+                problems.push(format!(
+                    "analytics.archive_compact_after = {}: use at least 2, e.g. 8",
+                    self.archive_compact_after
+                ));
+            }
+        }
+        if self
+            .archive_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            problems.push(
+                "analytics.archive_dir is empty: give a folder such as \"polis-data/archive\" or remove the key"
+                    .to_string(),
+            );
         }
         if self.query_timeout.is_zero() {
             problems.push(
@@ -172,6 +219,25 @@ mod tests {
                 .join("\n")
                 .contains("pg_listen")
         );
+        let archived = AnalyticsConfig {
+            archive_dir: Some(PathBuf::from("archive")),
+            ..AnalyticsConfig::default()
+        };
+        assert!(archived.problems().is_empty());
+        let bad_archive = AnalyticsConfig {
+            window: Duration::from_secs(7),
+            archive_retention: Duration::from_secs(3600),
+            archive_compact_after: 1,
+            ..archived
+        };
+        let problems = bad_archive.problems().join("\n");
+        for key in [
+            "analytics.window = 7s does not divide an hour",
+            "analytics.archive_retention = 3600s is shorter",
+            "analytics.archive_compact_after = 1",
+        ] {
+            assert!(problems.contains(key), "{key} missing from:\n{problems}");
+        }
         let empty_password = AnalyticsConfig {
             pg_password: Some(String::new()),
             ..AnalyticsConfig::default()

@@ -21,6 +21,8 @@ pub enum AnalyticsError {
     #[error("alarm rule file {file}: {reason}")]
     AlertRule { file: String, reason: String },
     #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
     Log(#[from] polis_broker::LogError),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
@@ -33,6 +35,32 @@ pub enum AnalyticsError {
         threads: usize,
         source: std::io::Error,
     },
+}
+
+/// A problem with the Parquet archive (`analytics.archive_dir`).
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("archive file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("archive file {path} is not valid Parquet: {source}")]
+    Parquet {
+        path: PathBuf,
+        source: datafusion::parquet::errors::ParquetError,
+    },
+    #[error("{path} does not belong in the archive (analytics.archive_dir): {reason}")]
+    Layout { path: PathBuf, reason: String },
+}
+
+impl ArchiveError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> ArchiveError {
+        ArchiveError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// Why a query failed.

@@ -1,7 +1,8 @@
 //! The Polis analytics tier: telemetry in, metrics and answers out.
 //!
 //! Data enters by following the log's topics ([`ingest`]): each record is decoded into Arrow
-//! ([`decode`]) and kept in a hot store of time buckets ([`store`]). Continuous metrics are SQL
+//! ([`decode`]) and kept in a hot store of time buckets ([`store`]); hours past its retention
+//! are rolled into Parquet files ([`archive`]), and each SQL table is the union of both. Continuous metrics are SQL
 //! files ([`metrics`]) evaluated with DataFusion over each 10 s event-time window once the
 //! watermark (highest event time − allowed lateness) passes its end ([`windows`]); their rows
 //! leave on the `metrics` topic. Operators query every table ([`catalog`]) with read-only SQL
@@ -10,6 +11,7 @@
 //! [`pg::PgServer`].
 
 pub mod alerts;
+mod archive;
 mod catalog;
 mod checkpoint;
 mod config;
@@ -34,7 +36,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::AnalyticsConfig;
-pub use error::{AnalyticsError, SqlError};
+pub use error::{AnalyticsError, ArchiveError, SqlError};
 pub use sql::SqlService;
 pub use store::HotStore;
 
@@ -59,14 +61,27 @@ impl Analytics {
         }
         let definitions = metrics::load(config.metrics_dir.as_deref())?;
         let rules = alerts::rules::load(config.rules_dir.as_deref())?;
-        let store = Arc::new(HotStore::new(
+        let mut store = HotStore::new(
             config.window,
             config.hot_retention,
             config.hot_memory.as_u64() as usize,
-        ));
+        );
+        if config.archive_dir.is_some() {
+            store = store.with_archive(store::ArchivePolicy {
+                retention_ms: config.archive_retention.as_millis() as i64,
+            });
+        }
+        let store = Arc::new(store);
+        let archiver = match &config.archive_dir {
+            Some(root) => Some(archive::open(root, store.clone(), &config)?),
+            None => None,
+        };
         let sql = SqlService::new(store.clone(), &config)?;
         let mut tasks =
             ingest::start(&config, definitions, log.clone(), store, shutdown.clone()).await?;
+        if let Some(archiver) = archiver {
+            tasks.spawn(archiver.run(shutdown.clone()));
+        }
         let alerts = alerts::start(rules, log, &mut tasks, shutdown).await?;
         Ok(Analytics { sql, alerts, tasks })
     }

@@ -1,24 +1,59 @@
 //! The hot store: recent rows of every table in memory, in event-time buckets.
 //!
-//! Buckets are as wide as the metric window, so one window's rows are one bucket. The store keeps
-//! `hot_retention` of event time behind the newest bucket and evicts the oldest buckets when it
-//! grows past its memory limit.
+//! Buckets are as wide as the metric window, so one window's rows are one bucket. Without an
+//! archive the store keeps `hot_retention` of event time behind the newest bucket and evicts the
+//! oldest buckets when it grows past its memory limit. With one ([`HotStore::with_archive`]) the
+//! archiver rolls whole hours out instead ([`HotStore::due`], [`HotStore::commit_roll`]): the
+//! store also holds each table's list of archived files, under the same lock as its buckets, so a
+//! query ([`HotStore::scan`]) sees every row exactly once, hot or archived. Rows an archived file
+//! already holds, or of an hour past the archive's retention, are not taken in again when the log
+//! is replayed after a restart.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use arrow::array::{Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
-use arrow::compute::take_record_batch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{
+    Array, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
+};
+use arrow::compute::{filter_record_batch, take_record_batch};
+use arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
 use arrow::error::ArrowError;
 use polis_telemetry::schema;
+use tokio::sync::Notify;
+
+use crate::archive::{ArchivedFile, HOUR_MS, hour_of};
+
+/// An archived hour (its start in milliseconds) and its files.
+pub(crate) type ArchivedHour = (i64, Vec<Arc<ArchivedFile>>);
 
 struct Table {
     schema: SchemaRef,
     time_column: usize,
-    buckets: BTreeMap<i64, Vec<RecordBatch>>,
+    /// Each bucket's batches, tagged with the store-wide sequence number of their insertion.
+    buckets: BTreeMap<i64, Vec<(u64, RecordBatch)>>,
+    /// The highest event time ever inserted or archived.
+    newest_ms: Option<i64>,
+    /// Archived files by the start of their hour.
+    archived: BTreeMap<i64, Vec<Arc<ArchivedFile>>>,
+    /// The hour before which retention deleted every row.
+    expired_before: Option<i64>,
+}
+
+/// How the store hands old rows to the archive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ArchivePolicy {
+    /// Event time behind the newest row after which whole hours are dropped altogether.
+    pub retention_ms: i64,
+}
+
+/// An hour of one table's hot rows on its way to the archive.
+pub(crate) struct Roll {
+    pub hour_ms: i64,
+    pub batches: Vec<RecordBatch>,
+    /// The highest sequence number among `batches`: later insertions stay hot.
+    last_seq: u64,
 }
 
 /// Recent rows of every SQL table.
@@ -28,6 +63,10 @@ pub struct HotStore {
     memory_limit: usize,
     memory_used: AtomicUsize,
     evicted_rows: AtomicU64,
+    next_seq: AtomicU64,
+    archive: Option<ArchivePolicy>,
+    /// Woken when an hour is due for the archive.
+    due: Notify,
     tables: HashMap<&'static str, RwLock<Table>>,
 }
 
@@ -47,6 +86,9 @@ impl HotStore {
                         schema,
                         time_column,
                         buckets: BTreeMap::new(),
+                        newest_ms: None,
+                        archived: BTreeMap::new(),
+                        expired_before: None,
                     }),
                 )
             })
@@ -57,8 +99,17 @@ impl HotStore {
             memory_limit,
             memory_used: AtomicUsize::new(0),
             evicted_rows: AtomicU64::new(0),
+            next_seq: AtomicU64::new(0),
+            archive: None,
+            due: Notify::new(),
             tables,
         }
+    }
+
+    /// The same store, its old rows rolled into an archive rather than evicted.
+    pub(crate) fn with_archive(mut self, policy: ArchivePolicy) -> HotStore {
+        self.archive = Some(policy);
+        self
     }
 
     fn table(&self, name: &str) -> &RwLock<Table> {
@@ -76,14 +127,26 @@ impl HotStore {
         self.table(table).read().expect("store lock").schema.clone()
     }
 
-    /// Adds rows, each to the bucket of its event time.
+    /// Adds rows, each to the bucket of its event time; with an archive, rows it already holds
+    /// or of an hour past its retention are left out.
     pub fn insert(&self, table: &str, batch: RecordBatch) -> Result<(), ArrowError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let mut t = self.table(table).write().expect("store lock");
+        let batch = match self.archive {
+            Some(policy) => {
+                let batch = not_archived(&t, &batch, policy)?;
+                if batch.num_rows() == 0 {
+                    return Ok(());
+                }
+                batch
+            }
+            None => batch,
+        };
         let mut rows_by_bucket: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         for (row, ms) in event_times(&batch, t.time_column).enumerate() {
+            t.newest_ms = Some(t.newest_ms.map_or(ms, |n| n.max(ms)));
             rows_by_bucket
                 .entry(ms.div_euclid(self.bucket_ms) * self.bucket_ms)
                 .or_default()
@@ -98,17 +161,32 @@ impl HotStore {
             };
             self.memory_used
                 .fetch_add(part.get_array_memory_size(), Ordering::Relaxed);
-            t.buckets.entry(bucket).or_default().push(part);
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            t.buckets.entry(bucket).or_default().push((seq, part));
         }
-        let newest = *t.buckets.keys().next_back().expect("just inserted");
+        if self.archive.is_some() {
+            if self.roll_due(&t).is_some() {
+                self.due.notify_one();
+            }
+            self.evict(table, &mut t, |_, _| false);
+        } else {
+            let newest = *t.buckets.keys().next_back().expect("just inserted");
+            let retention_ms = self.retention_ms;
+            self.evict(table, &mut t, |oldest, _| oldest < newest - retention_ms);
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest buckets while `expired` says so or the store is over its memory limit.
+    fn evict(&self, table: &str, t: &mut Table, expired: impl Fn(i64, &Table) -> bool) {
         while t.buckets.len() > 1 {
             let oldest = *t.buckets.keys().next().expect("non-empty");
             let over_memory = self.memory_used.load(Ordering::Relaxed) > self.memory_limit;
-            if oldest >= newest - self.retention_ms && !over_memory {
+            if !expired(oldest, t) && !over_memory {
                 break;
             }
             let evicted = t.buckets.remove(&oldest).expect("present");
-            let (rows, bytes) = evicted.iter().fold((0, 0), |(r, b), x| {
+            let (rows, bytes) = evicted.iter().fold((0, 0), |(r, b), (_, x)| {
                 (r + x.num_rows(), b + x.get_array_memory_size())
             });
             self.memory_used.fetch_sub(bytes, Ordering::Relaxed);
@@ -121,19 +199,178 @@ impl HotStore {
                 );
             }
         }
-        Ok(())
     }
 
-    /// Every row of `table`.
-    pub fn snapshot(&self, table: &str) -> Vec<RecordBatch> {
-        self.table(table)
-            .read()
-            .expect("store lock")
+    /// The hour of `t` the archive should take now: the oldest, once all of it is
+    /// `hot_retention` behind the newest row, or whatever its age when the store is past three
+    /// quarters of its memory limit.
+    fn roll_due(&self, t: &Table) -> Option<i64> {
+        let oldest = *t.buckets.keys().next()?;
+        let hour = hour_of(oldest);
+        let newest = t.newest_ms?;
+        let aged = hour + HOUR_MS <= newest - self.retention_ms;
+        let crowded = self.memory_used.load(Ordering::Relaxed) > self.memory_limit / 4 * 3;
+        (aged || crowded).then_some(hour)
+    }
+
+    /// Waits until some hour may be due for the archive.
+    pub(crate) async fn wait_due(&self) {
+        self.due.notified().await
+    }
+
+    /// The rows of the hour of `table` due for the archive, if one is.
+    pub(crate) fn due(&self, table: &str) -> Option<Roll> {
+        let t = self.table(table).read().expect("store lock");
+        let hour_ms = self.roll_due(&t)?;
+        let mut batches = Vec::new();
+        let mut last_seq = 0;
+        for (seq, batch) in t
             .buckets
-            .values()
+            .range(hour_ms..hour_ms + HOUR_MS)
+            .flat_map(|(_, b)| b)
+        {
+            last_seq = last_seq.max(*seq);
+            batches.push(batch.clone());
+        }
+        Some(Roll {
+            hour_ms,
+            batches,
+            last_seq,
+        })
+    }
+
+    /// Swaps the rows of `roll` for `file`, which now holds them durably, in one step.
+    pub(crate) fn commit_roll(&self, table: &str, roll: &Roll, file: Arc<ArchivedFile>) {
+        let mut t = self.table(table).write().expect("store lock");
+        let mut freed = 0;
+        let hour = roll.hour_ms..roll.hour_ms + HOUR_MS;
+        let buckets: Vec<i64> = t.buckets.range(hour).map(|(b, _)| *b).collect();
+        for bucket in buckets {
+            let batches = t.buckets.get_mut(&bucket).expect("listed");
+            batches.retain(|(seq, batch)| {
+                let rolled = *seq <= roll.last_seq;
+                if rolled {
+                    freed += batch.get_array_memory_size();
+                }
+                !rolled
+            });
+            if batches.is_empty() {
+                t.buckets.remove(&bucket);
+            }
+        }
+        self.memory_used.fetch_sub(freed, Ordering::Relaxed);
+        t.archived.entry(roll.hour_ms).or_default().push(file);
+    }
+
+    /// Adds files found in the archive at start, and the hour before which it deleted
+    /// everything, before any row is inserted.
+    pub(crate) fn load_archived(
+        &self,
+        table: &str,
+        files: Vec<ArchivedFile>,
+        expired_before: Option<i64>,
+    ) {
+        let mut t = self.table(table).write().expect("store lock");
+        t.expired_before = expired_before;
+        for file in files {
+            t.newest_ms = Some(
+                t.newest_ms
+                    .map_or(file.newest_ms, |n| n.max(file.newest_ms)),
+            );
+            t.archived
+                .entry(file.hour_ms)
+                .or_default()
+                .push(Arc::new(file));
+        }
+    }
+
+    /// The hour before which rows of `table` are past retention, if it moved since the last
+    /// [`HotStore::expire`].
+    pub(crate) fn expiry_due(&self, table: &str) -> Option<i64> {
+        let policy = self.archive?;
+        let t = self.table(table).read().expect("store lock");
+        let before = hour_of(t.newest_ms? - policy.retention_ms);
+        t.expired_before
+            .is_none_or(|b| b < before)
+            .then_some(before)
+    }
+
+    /// Drops every row of `table` of an hour before `before_ms`, hot or archived, and keeps out
+    /// any that arrives later; returns the archived files it held.
+    pub(crate) fn expire(&self, table: &str, before_ms: i64) -> Vec<Arc<ArchivedFile>> {
+        let mut t = self.table(table).write().expect("store lock");
+        t.expired_before = Some(t.expired_before.map_or(before_ms, |b| b.max(before_ms)));
+        let kept_hot = t.buckets.split_off(&before_ms);
+        let dropped = std::mem::replace(&mut t.buckets, kept_hot);
+        let (rows, bytes) = dropped.values().flatten().fold((0, 0), |(r, b), (_, x)| {
+            (r + x.num_rows(), b + x.get_array_memory_size())
+        });
+        self.memory_used.fetch_sub(bytes, Ordering::Relaxed);
+        self.evicted_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        let kept = t.archived.split_off(&before_ms);
+        std::mem::replace(&mut t.archived, kept)
+            .into_values()
             .flatten()
-            .cloned()
             .collect()
+    }
+
+    /// Every archived hour of `table` with its files, oldest first, and the newest event time.
+    pub(crate) fn archived(
+        &self,
+        table: &str,
+    ) -> (Vec<ArchivedHour>, Option<i64>) {
+        let t = self.table(table).read().expect("store lock");
+        let hours = t.archived.iter().map(|(h, f)| (*h, f.clone())).collect();
+        (hours, t.newest_ms)
+    }
+
+    /// Replaces archived files `old` of the hour `hour_ms` with `new` (none: the hour is gone).
+    pub(crate) fn replace_archived(
+        &self,
+        table: &str,
+        hour_ms: i64,
+        old: &[Arc<ArchivedFile>],
+        new: Option<Arc<ArchivedFile>>,
+    ) {
+        let mut t = self.table(table).write().expect("store lock");
+        let files = t.archived.entry(hour_ms).or_default();
+        files.retain(|f| !old.iter().any(|o| Arc::ptr_eq(o, f)));
+        files.extend(new);
+        if files.is_empty() {
+            t.archived.remove(&hour_ms);
+        }
+    }
+
+    /// The hot rows and archived files of `table` that may hold event times in
+    /// `[from_ms, to_ms]` (unbounded where `None`), as one consistent view.
+    pub(crate) fn scan(
+        &self,
+        table: &str,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    ) -> (Vec<RecordBatch>, Vec<Arc<ArchivedFile>>) {
+        let t = self.table(table).read().expect("store lock");
+        let overlaps = |start: i64, width: i64| {
+            from_ms.is_none_or(|from| start + width > from) && to_ms.is_none_or(|to| start <= to)
+        };
+        let hot = t
+            .buckets
+            .iter()
+            .filter(|(b, _)| overlaps(**b, self.bucket_ms))
+            .flat_map(|(_, b)| b.iter().map(|(_, batch)| batch.clone()))
+            .collect();
+        let archived = t
+            .archived
+            .iter()
+            .filter(|(h, _)| overlaps(**h, HOUR_MS))
+            .flat_map(|(_, files)| files.iter().cloned())
+            .collect();
+        (hot, archived)
+    }
+
+    /// Every hot row of `table`.
+    pub fn snapshot(&self, table: &str) -> Vec<RecordBatch> {
+        self.scan(table, None, None).0
     }
 
     /// The rows of `table` whose event time is in `[start_ms, end_ms)`; both must be bucket bounds.
@@ -143,7 +380,7 @@ impl HotStore {
             .expect("store lock")
             .buckets
             .range(start_ms..end_ms)
-            .flat_map(|(_, b)| b.iter().cloned())
+            .flat_map(|(_, b)| b.iter().map(|(_, batch)| batch.clone()))
             .collect()
     }
 
@@ -151,6 +388,48 @@ impl HotStore {
     pub fn evicted_rows(&self) -> u64 {
         self.evicted_rows.load(Ordering::Relaxed)
     }
+}
+
+/// The rows of `batch` that no archived file of `t` holds and whose hour is within `policy`'s
+/// retention.
+fn not_archived(
+    t: &Table,
+    batch: &RecordBatch,
+    policy: ArchivePolicy,
+) -> Result<RecordBatch, ArrowError> {
+    // Hours before this are past retention, as [`HotStore::expire`] counts them.
+    let cutoff = t
+        .newest_ms
+        .map(|n| hour_of(n - policy.retention_ms))
+        .max(t.expired_before);
+    if t.archived.is_empty() && cutoff.is_none() {
+        return Ok(batch.clone());
+    }
+    let column = |name| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| ArrowError::SchemaError(format!("no `{name}` column")))
+    };
+    let partitions = column(schema::PARTITION_COLUMN)?
+        .as_primitive::<Int32Type>()
+        .clone();
+    let offsets = column(schema::OFFSET_COLUMN)?
+        .as_primitive::<Int64Type>()
+        .clone();
+    let keep: BooleanArray = event_times(batch, t.time_column)
+        .enumerate()
+        .map(|(row, ms)| {
+            let expired = cutoff.is_some_and(|c| hour_of(ms) < c);
+            let archived = t.archived.get(&hour_of(ms)).is_some_and(|files| {
+                files.iter().any(|f| {
+                    f.offsets
+                        .contains(partitions.value(row), offsets.value(row))
+                })
+            });
+            Some(!expired && !archived)
+        })
+        .collect();
+    filter_record_batch(batch, &keep)
 }
 
 /// The event times (ms) of a batch's rows, from its timestamp column.
