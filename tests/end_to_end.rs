@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use common::{LIMIT, count, counts_by, eventually, publish, sql, test_config};
 use futures::StreamExt;
 use polis::{Platform, PolisConfig};
+use polis_dashboard::MetricWindows;
 use polis_telemetry::fiware::{AcMeasurement, GeoPoint, PhaseValues, TrafficFlowObserved, Vehicle};
 use polis_telemetry::reading::format_time;
 use serde_json::Value;
@@ -177,14 +178,11 @@ impl Viewer {
                     continue;
                 };
                 let value: Value = serde_json::from_str(&text).unwrap();
-                for m in value["metrics"].as_array().into_iter().flatten() {
-                    let start: DateTime<Utc> = m["window_start"].as_str().unwrap().parse().unwrap();
-                    let key = (
-                        m["metric"].as_str().unwrap().to_string(),
-                        m["entity"].as_str().unwrap().to_string(),
-                        start,
-                    );
-                    self.seen.insert(key, m["value"].as_f64().unwrap());
+                let windows: Vec<MetricWindows> =
+                    serde_json::from_value(value["metrics"].clone()).unwrap();
+                for m in windows.iter().flat_map(MetricWindows::records) {
+                    self.seen
+                        .insert((m.metric, m.entity, m.window_start), m.value);
                 }
             }
         };

@@ -187,6 +187,22 @@ function storeMetric(record) {
   if (windows.length > WINDOWS_KEPT) windows.splice(0, windows.length - WINDOWS_KEPT);
 }
 
+/** Stores each value of a group of metric windows as the record it stands for. */
+function storeWindows(group) {
+  for (const [entity, value] of group.values) {
+    storeMetric({
+      metric: group.metric,
+      entity_kind: group.entity_kind,
+      entity,
+      window_start: group.window_start,
+      window_end: group.window_end,
+      value,
+      revision: group.revision,
+      emitted_at: group.emitted_at,
+    });
+  }
+}
+
 function storeAlarm(record) {
   if (record.state === 'cleared') state.alarms.delete(record.alert_id);
   else state.alarms.set(record.alert_id, record);
@@ -200,7 +216,7 @@ function apply(message) {
   } else if (message.type !== 'update') {
     return;
   }
-  (message.metrics || []).forEach(storeMetric);
+  for (const group of message.metrics || []) storeWindows(group);
   (message.alarms || []).forEach(storeAlarm);
   for (const device of message.devices || []) state.devices.set(device.device_id, device);
   if (typeof message.active_alarms === 'number') state.activeAlarms = message.active_alarms;

@@ -56,7 +56,8 @@ fn record(metric: &str, entity: &str, start: DateTime<Utc>, value: f64) -> Metri
         window_end: start + WINDOW,
         value,
         revision: 0,
-        emitted_at: Utc::now(),
+        // Stamped when produced.
+        emitted_at: start + WINDOW,
     }
 }
 
@@ -140,7 +141,12 @@ fn window(index: i64, origin: DateTime<Utc>) -> Vec<MetricRecord> {
     records
 }
 
-async fn produce(log: &Arc<dyn LogClient>, records: &[MetricRecord]) {
+/// Produces `records` as one emission, all stamped `emitted_at` = now, as the analytics tier does.
+async fn produce(log: &Arc<dyn LogClient>, mut records: Vec<MetricRecord>) {
+    let emitted_at = Utc::now();
+    for r in &mut records {
+        r.emitted_at = emitted_at;
+    }
     let encoded = records
         .iter()
         .map(|r| {
@@ -324,10 +330,14 @@ fn main() {
     let log = Log::open(data.path(), BrokerConfig::default()).unwrap();
     log.create_topic(METRICS, 1).unwrap();
     let log: Arc<dyn LogClient> = Arc::new(EmbeddedLog(log));
-    let origin = Utc::now() - WINDOW * HISTORY_WINDOWS as i32;
+    // Windows start on multiples of their length, as the analytics tier's do.
+    let now_ms = Utc::now().timestamp_millis();
+    let aligned = DateTime::from_timestamp_millis(now_ms - now_ms % WINDOW.num_milliseconds())
+        .expect("now is a valid time");
+    let origin = aligned - WINDOW * HISTORY_WINDOWS as i32;
     server.block_on(async {
         for index in 0..HISTORY_WINDOWS {
-            produce(&log, &window(index, origin)).await;
+            produce(&log, window(index, origin)).await;
         }
     });
     let listener = server.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -354,7 +364,7 @@ fn main() {
         |tick| {
             let log = log.clone();
             Box::pin(async move {
-                produce(&log, &window(HISTORY_WINDOWS + tick, origin)).await;
+                produce(&log, window(HISTORY_WINDOWS + tick, origin)).await;
             })
         },
     )

@@ -225,7 +225,7 @@ mod tests {
             "energy entities stay out of the traffic chart"
         );
         assert_eq!(
-            charts.traffic.matches(r#"stroke-width="2" points"#).count(),
+            charts.traffic.matches(r#"stroke-width="2" d="M"#).count(),
             2,
             "one line per district"
         );

@@ -142,7 +142,7 @@ pub(crate) fn svg(drawing: &impl Drawing) -> Result<String, DrawError> {
         let root = SVGBackend::with_string(&mut svg, drawing.size()).into_drawing_area();
         drawing.draw(&root).and_then(|()| root.present())
     })?;
-    Ok(svg)
+    Ok(crate::compact_svg::compact(&svg))
 }
 
 /// `drawing` as a PNG image (8-bit RGB).

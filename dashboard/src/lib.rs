@@ -27,6 +27,7 @@
 
 mod access;
 mod charts;
+mod compact_svg;
 mod config;
 mod draw;
 mod error;
@@ -47,6 +48,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::DashboardConfig;
 pub use error::DashboardError;
+pub use messages::MetricWindows;
 
 use http::AppState;
 use hub::Hub;

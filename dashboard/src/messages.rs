@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! {"type": "snapshot",
-//!  "metrics": [MetricRecord, …],        the last windows of every (metric, entity)
+//!  "metrics": [MetricWindows, …],       the last windows of every (metric, entity)
 //!  "charts": {"traffic": "<svg…", "energy": "<svg…", "transport": "<svg…"},
 //!  "map": {"congestion": "<svg…", "load": "<svg…"},   the district map, one SVG per layer
 //!  "alarms": [AlertRecord, …],          every active alarm, most severe first, newest first
@@ -10,7 +10,7 @@
 //!  "active_alarms": 3, "devices_online": 42,
 //!  "latest_window_end": "2024-05-01T12:00:10Z"}   (null before the first record)
 //! {"type": "update",
-//!  "metrics": [MetricRecord, …],        the records this batch stored
+//!  "metrics": [MetricWindows, …],       the records this batch stored
 //!  "charts": {…}, "map": {…},           only when metrics changed (absent otherwise)
 //!  "alarms": [AlertRecord, …],          alarms that changed, cleared ones included: the page
 //!                                       replaces its record of each `alert_id`, and drops the
@@ -19,14 +19,20 @@
 //!  "active_alarms": 3, "devices_online": 42, "latest_window_end": "…"}
 //! ```
 //!
+//! A [`MetricWindows`] is the metric records that share all but their entity and value:
+//! `{"metric", "entity_kind", "window_start", "window_end", "revision", "emitted_at",
+//! "values": [["district-01", 12.5], …]}`, in the order the records came. An update carries a few
+//! of them where it would carry hundreds of records, each repeating every field name.
+//!
 //! A `Device` is its latest `PresenceRecord` (`device_id`, `event`, `at`, `gateway`, `detail`)
 //! plus `"online": true|false`; `at` is when the device was last seen connecting or leaving.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use polis_telemetry::{AlertRecord, MetricRecord, PresenceRecord};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::charts::Charts;
 use crate::map::DistrictMap;
@@ -37,11 +43,70 @@ use crate::state::{Change, City};
 /// values. Older windows are in the charts.
 pub(crate) const SNAPSHOT_WINDOWS_PER_SERIES: usize = 6;
 
+/// Metric records of one metric, window, revision and emission, as viewers receive them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricWindows {
+    pub metric: String,
+    pub entity_kind: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub revision: u32,
+    pub emitted_at: DateTime<Utc>,
+    /// `(entity, value)` of each record, in the order the records came.
+    pub values: Vec<(String, f64)>,
+}
+
+impl MetricWindows {
+    /// `records` grouped, each group where its first record was.
+    pub fn group<'a>(records: impl IntoIterator<Item = &'a MetricRecord>) -> Vec<MetricWindows> {
+        let mut groups: Vec<MetricWindows> = Vec::new();
+        let mut index = HashMap::new();
+        for r in records {
+            let key = (
+                r.metric.as_str(),
+                r.entity_kind.as_str(),
+                r.window_start,
+                r.window_end,
+                r.revision,
+                r.emitted_at,
+            );
+            let at = *index.entry(key).or_insert_with(|| {
+                groups.push(MetricWindows {
+                    metric: r.metric.clone(),
+                    entity_kind: r.entity_kind.clone(),
+                    window_start: r.window_start,
+                    window_end: r.window_end,
+                    revision: r.revision,
+                    emitted_at: r.emitted_at,
+                    values: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            groups[at].values.push((r.entity.clone(), r.value));
+        }
+        groups
+    }
+
+    /// The records again, one per value.
+    pub fn records(&self) -> impl Iterator<Item = MetricRecord> + '_ {
+        self.values.iter().map(|(entity, value)| MetricRecord {
+            metric: self.metric.clone(),
+            entity_kind: self.entity_kind.clone(),
+            entity: entity.clone(),
+            window_start: self.window_start,
+            window_end: self.window_end,
+            value: *value,
+            revision: self.revision,
+            emitted_at: self.emitted_at,
+        })
+    }
+}
+
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum ViewerMessage<'a> {
     Snapshot {
-        metrics: Vec<&'a MetricRecord>,
+        metrics: Vec<MetricWindows>,
         charts: ChartMarkup<'a>,
         map: MapMarkup<'a>,
         alarms: Vec<&'a AlertRecord>,
@@ -51,7 +116,7 @@ enum ViewerMessage<'a> {
         latest_window_end: Option<DateTime<Utc>>,
     },
     Update {
-        metrics: &'a [MetricRecord],
+        metrics: Vec<MetricWindows>,
         #[serde(skip_serializing_if = "Option::is_none")]
         charts: Option<ChartMarkup<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,7 +181,7 @@ impl<'a> From<&'a PresenceRecord> for Device<'a> {
 /// every device's presence and the newest window end.
 pub(crate) fn snapshot(city: &City) -> Result<Arc<str>, serde_json::Error> {
     encode(&ViewerMessage::Snapshot {
-        metrics: city.history.recent(SNAPSHOT_WINDOWS_PER_SERIES),
+        metrics: MetricWindows::group(city.history.recent(SNAPSHOT_WINDOWS_PER_SERIES)),
         charts: (&city.charts).into(),
         map: (&city.map).into(),
         alarms: city.alarms.active(),
@@ -131,7 +196,7 @@ pub(crate) fn snapshot(city: &City) -> Result<Arc<str>, serde_json::Error> {
 pub(crate) fn update(change: &Change, city: &City) -> Result<Arc<str>, serde_json::Error> {
     let redrawn = !change.metrics.is_empty();
     encode(&ViewerMessage::Update {
-        metrics: &change.metrics,
+        metrics: MetricWindows::group(&change.metrics),
         charts: redrawn.then(|| (&city.charts).into()),
         map: redrawn.then(|| (&city.map).into()),
         alarms: &change.alarms,
@@ -271,9 +336,10 @@ mod tests {
         };
         let message = decode(update(&change, &city).unwrap());
         assert_eq!(message["type"], "update");
-        let metrics: Vec<MetricRecord> =
+        let metrics: Vec<MetricWindows> =
             serde_json::from_value(message["metrics"].clone()).unwrap();
-        assert_eq!(metrics, vec![record.clone()]);
+        assert_eq!(metrics, MetricWindows::group([&record]));
+        assert_eq!(metrics[0].values, vec![("port".to_string(), 1234.5)]);
         assert_eq!(
             message["latest_window_end"],
             serde_json::to_value(record.window_end).unwrap()
@@ -289,6 +355,45 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains(r#"data-district="port""#)
+        );
+    }
+
+    #[test]
+    fn records_are_grouped_by_everything_but_entity_and_value_and_come_back_unchanged() {
+        let later = MetricRecord {
+            window_start: start() + TimeDelta::seconds(10),
+            window_end: start() + TimeDelta::seconds(20),
+            ..load("port", 3.0)
+        };
+        let revised = MetricRecord {
+            revision: 2,
+            ..load("port", 4.0)
+        };
+        let records = [
+            load("port", 1.0),
+            later.clone(),
+            load("centre", 2.0),
+            revised.clone(),
+        ];
+        let groups = MetricWindows::group(&records);
+        let values: Vec<Vec<(String, f64)>> = groups.iter().map(|g| g.values.clone()).collect();
+        assert_eq!(
+            values,
+            vec![
+                vec![("port".to_string(), 1.0), ("centre".to_string(), 2.0)],
+                vec![("port".to_string(), 3.0)],
+                vec![("port".to_string(), 4.0)],
+            ]
+        );
+        let back: Vec<MetricRecord> = groups.iter().flat_map(MetricWindows::records).collect();
+        assert_eq!(
+            back,
+            vec![
+                load("port", 1.0),
+                load("centre", 2.0),
+                later,
+                revised
+            ]
         );
     }
 

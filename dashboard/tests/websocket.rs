@@ -11,7 +11,7 @@ use axum::routing::post;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use polis_broker::{BrokerConfig, EmbeddedLog, FlushPolicy, Log, LogClient, Record};
-use polis_dashboard::{DashboardConfig, DashboardError, serve};
+use polis_dashboard::{DashboardConfig, DashboardError, MetricWindows, serve};
 use polis_telemetry::MetricRecord;
 use polis_telemetry::topics::METRICS;
 use serde_json::{Value, json};
@@ -151,7 +151,8 @@ async fn next_message(client: &mut Client) -> Value {
 }
 
 fn metrics_of(message: &Value) -> Vec<MetricRecord> {
-    serde_json::from_value(message["metrics"].clone()).unwrap()
+    let windows: Vec<MetricWindows> = serde_json::from_value(message["metrics"].clone()).unwrap();
+    windows.iter().flat_map(MetricWindows::records).collect()
 }
 
 fn at(seconds: i64) -> DateTime<Utc> {
