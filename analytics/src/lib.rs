@@ -18,6 +18,7 @@ mod config;
 mod continuous;
 mod cpu;
 mod decode;
+mod duplicates;
 mod error;
 mod format;
 pub mod http;

@@ -19,8 +19,9 @@ use arrow::datatypes::{DataType, Float64Type};
 use chrono::{DateTime, Utc};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use polis_telemetry::MetricRecord;
+use polis_telemetry::{MetricRecord, schema};
 
+use crate::duplicates;
 use crate::error::AnalyticsError;
 use crate::store::HotStore;
 
@@ -163,7 +164,10 @@ pub(crate) async fn evaluate(
 ) -> Result<Vec<MetricRecord>, AnalyticsError> {
     let ctx = window_context(start, end)?;
     for table in WINDOW_TABLES {
-        let rows = store.range(table, start.timestamp_millis(), end.timestamp_millis());
+        let rows = duplicates::first_readings(
+            store.range(table, start.timestamp_millis(), end.timestamp_millis()),
+            schema::event_time_column(table),
+        )?;
         ctx.register_table(
             table,
             Arc::new(MemTable::try_new(store.schema(table), vec![rows])?),

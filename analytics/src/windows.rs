@@ -4,7 +4,9 @@
 //! Each log partition's watermark is the highest event time read from it; the clock's watermark
 //! is the lowest of those over the partitions that are not idle, minus the allowed lateness. A
 //! partition is idle when it has been read to its end and gave no record for `idle_after` (wall
-//! time), so a district whose devices are all quiet does not hold every window back.
+//! time), so a district whose devices are all quiet does not hold every window back. A partition
+//! that has given no record yet holds the watermark back until it is idle, like any other: a
+//! topic whose first records come a moment after another's does not find its windows closed.
 //!
 //! A window is first emitted (revision 0) once the watermark passes its end. It stays open for
 //! corrections until the watermark passes its end plus the update horizon: a record for an open
@@ -158,7 +160,7 @@ impl WindowClock {
 
     /// The lowest event time of the partitions that are not idle — or, when every partition is
     /// idle, the highest (nothing more is coming) — minus the allowed lateness; `None` while a
-    /// partition with unread records has not given one yet.
+    /// partition that is not idle has not given a record yet.
     pub fn watermark(&self, now: Instant) -> Option<i64> {
         let mut lowest_active: Option<i64> = None;
         for (partition, liveness) in &self.liveness {
@@ -169,8 +171,7 @@ impl WindowClock {
             }
             match self.state.partitions.get(partition) {
                 Some(&high) => lowest_active = Some(lowest_active.map_or(high, |l| l.min(high))),
-                None if !liveness.caught_up => return None,
-                None => {}
+                None => return None,
             }
         }
         lowest_active
@@ -311,17 +312,24 @@ mod tests {
     }
 
     #[test]
-    fn a_partition_with_unread_records_blocks_the_watermark_until_read() {
+    fn a_partition_without_records_blocks_the_watermark_until_it_goes_idle() {
         let now = Instant::now();
         let mut clock = clock(tumbling(10_000, 0, 0));
         clock.set_caught_up(P1, false, now);
         clock.observe(P0, 50_000, now);
-        assert_eq!(clock.watermark(now), None);
+        assert_eq!(clock.watermark(now), None, "partition 1 has unread records");
         clock.set_caught_up(P1, true, now);
+        let quiet = now + Duration::from_secs(29);
         assert_eq!(
-            clock.watermark(now),
+            clock.watermark(quiet),
+            None,
+            "read to its end but not idle yet: its first records may be on their way"
+        );
+        clock.set_caught_up(P0, true, quiet);
+        assert_eq!(
+            clock.watermark(now + Duration::from_secs(30)),
             Some(50_000),
-            "an empty partition that is read to its end does not count"
+            "an empty partition that is idle does not count"
         );
     }
 
