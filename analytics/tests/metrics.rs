@@ -106,12 +106,10 @@ impl Fixture {
         }
     }
 
-    fn start(&self) -> impl Future<Output = Analytics> + '_ {
-        async {
-            Analytics::start(config(), self.log.clone(), CancellationToken::new())
-                .await
-                .unwrap()
-        }
+    async fn start(&self) -> Analytics {
+        Analytics::start(config(), self.log.clone(), CancellationToken::new())
+            .await
+            .unwrap()
     }
 
     /// Appends `readings` to `topic` in one batch, keyed by device.
