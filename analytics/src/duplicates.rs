@@ -19,9 +19,9 @@ pub(crate) fn first_readings(
     batches: Vec<RecordBatch>,
     time_column: &str,
 ) -> Result<Vec<RecordBatch>, ArrowError> {
-    let mut seen: HashSet<(String, i64)> = HashSet::new();
+    let mut seen: HashSet<(&str, i64)> = HashSet::new();
     let mut out = Vec::with_capacity(batches.len());
-    for batch in batches {
+    for batch in &batches {
         let column = |name: &str| {
             batch.column_by_name(name).ok_or_else(|| {
                 ArrowError::SchemaError(format!("a telemetry table without column `{name}`"))
@@ -30,12 +30,12 @@ pub(crate) fn first_readings(
         let devices = column(DEVICE)?.as_string::<i32>();
         let times = column(time_column)?.as_primitive::<TimestampMillisecondType>();
         let keep: BooleanArray = (0..batch.num_rows())
-            .map(|row| Some(seen.insert((devices.value(row).to_string(), times.value(row)))))
+            .map(|row| Some(seen.insert((devices.value(row), times.value(row)))))
             .collect();
         if keep.true_count() == batch.num_rows() {
-            out.push(batch);
+            out.push(batch.clone());
         } else {
-            out.push(filter_record_batch(&batch, &keep)?);
+            out.push(filter_record_batch(batch, &keep)?);
         }
     }
     Ok(out)

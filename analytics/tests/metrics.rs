@@ -120,7 +120,7 @@ impl Fixture {
                 Record::new(
                     Some(r["device_id"].as_str().unwrap().to_string()),
                     serde_json::to_vec(r).unwrap(),
-                    0,
+                    chrono::Utc::now().timestamp_millis(),
                 )
             })
             .collect();
