@@ -1,7 +1,8 @@
 //! Alarms: the golden run of the engines over fixed input, and analytics on an embedded log
 //! raising, listing, acknowledging and clearing an alarm across a restart.
 
-use std::future::Future;
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const LIMIT: Duration = Duration::from_secs(60);
+use common::{LIMIT, eventually};
+
 
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,25 +78,6 @@ fn golden_alarms_of_the_shipped_rules() {
     let input = std::fs::read_to_string(dir.join("input.ndjson")).unwrap();
     let expected = std::fs::read_to_string(dir.join("expected.ndjson")).unwrap();
     assert_eq!(golden_run(&input), expected);
-}
-
-/// Polls `check` until it returns `Some`, failing after [`LIMIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {LIMIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 struct Running {

@@ -3,10 +3,11 @@
 //! memory to disk and across restarts, late rows add files that compaction merges, retention
 //! deletes whole hours, and a file that does not belong stops start-up naming it.
 
+mod common;
+
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,27 +22,9 @@ use polis_broker::{BrokerConfig, EmbeddedLog, Log, LogClient, Record};
 use polis_telemetry::{TrafficReading, schema, topics};
 use tokio_util::sync::CancellationToken;
 
-const LIMIT: Duration = Duration::from_secs(60);
-const TABLE_TOTALS: &str = "SELECT count(*), sum(vehicles) FROM traffic";
+use common::{LIMIT, eventually};
 
-/// Polls `check` until it returns `Some`, failing after [`LIMIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {LIMIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+const TABLE_TOTALS: &str = "SELECT count(*), sum(vehicles) FROM traffic";
 
 /// 2020-01-01 at `hh:mm` UTC: event times far behind the wall clock.
 fn at(hh: i64, mm: i64) -> DateTime<Utc> {

@@ -10,8 +10,9 @@
 //! come first in its topic. On a mismatch the rows produced are written to
 //! `{CARGO_TARGET_TMPDIR}/golden-metrics.ndjson` for comparison.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,27 +23,10 @@ use polis_telemetry::{MetricRecord, schema, topics};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const LIMIT: Duration = Duration::from_secs(60);
+use common::eventually;
+
 const CHECKPOINT_HEADER: &str = "polis-checkpoint";
 const TELEMETRY: [&str; 3] = [topics::TRAFFIC, topics::ENERGY, topics::TRANSPORT];
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {LIMIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn golden(file: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
