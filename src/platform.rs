@@ -204,12 +204,8 @@ impl Platform {
             bind(config.analytics.pg_listen, "analytics.pg_listen").await?;
 
         let analytics_token = CancellationToken::new();
-        let analytics = Analytics::start(
-            config.analytics(),
-            log.clone(),
-            analytics_token.clone(),
-        )
-        .await?;
+        let analytics =
+            Analytics::start(config.analytics(), log.clone(), analytics_token.clone()).await?;
         let dashboard_token = CancellationToken::new();
         let gateway_monitor = GatewayMonitor::new(config.gateway.max_tracked_devices);
         let api = polis_analytics::http::router(analytics.sql())

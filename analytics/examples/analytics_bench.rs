@@ -102,7 +102,11 @@ async fn produce(log: &Arc<dyn LogClient>, events: usize, sample: &Path) {
         ..reading(0)
     };
     for i in 0..=events {
-        let r = if i < events { reading(i) } else { marker.clone() };
+        let r = if i < events {
+            reading(i)
+        } else {
+            marker.clone()
+        };
         let value = serde_json::to_vec(&r).unwrap();
         if i < SAMPLE.min(events) {
             sample_lines.extend_from_slice(&value);
@@ -177,7 +181,9 @@ fn statements(file: &Path) -> Vec<String> {
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let events: usize = args.next().map_or(10_000_000, |a| a.parse().expect("EVENTS"));
+    let events: usize = args
+        .next()
+        .map_or(10_000_000, |a| a.parse().expect("EVENTS"));
     let dir = PathBuf::from(args.next().expect("DIR"));
     let queries = PathBuf::from(args.next().expect("QUERIES"));
     let archive = dir.join("archive");
@@ -217,7 +223,10 @@ async fn main() {
     let table_dir = archive.join("traffic");
     let deadline = Instant::now() + Duration::from_secs(600);
     while archived_rows(&table_dir) < events as i64 {
-        assert!(Instant::now() < deadline, "the archive did not fill in 10 minutes");
+        assert!(
+            Instant::now() < deadline,
+            "the archive did not fill in 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     shutdown.cancel();

@@ -80,7 +80,10 @@ mod tests {
         )
         .unwrap();
         let kept = arrow::compute::concat_batches(&kept[0].schema(), &kept).unwrap();
-        assert_eq!(kept, batch(&[("tc-1", 1_000, 5), ("tc-2", 1_000, 6), ("tc-1", 2_000, 8)]));
+        assert_eq!(
+            kept,
+            batch(&[("tc-1", 1_000, 5), ("tc-2", 1_000, 6), ("tc-1", 2_000, 8)])
+        );
     }
 
     #[test]

@@ -315,10 +315,7 @@ impl HotStore {
     }
 
     /// Every archived hour of `table` with its files, oldest first, and the newest event time.
-    pub(crate) fn archived(
-        &self,
-        table: &str,
-    ) -> (Vec<ArchivedHour>, Option<i64>) {
+    pub(crate) fn archived(&self, table: &str) -> (Vec<ArchivedHour>, Option<i64>) {
         let t = self.table(table).read().expect("store lock");
         let hours = t.archived.iter().map(|(h, f)| (*h, f.clone())).collect();
         (hours, t.newest_ms)

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use common::{LIMIT, eventually};
 
-
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Input {

@@ -388,12 +388,7 @@ mod tests {
         let back: Vec<MetricRecord> = groups.iter().flat_map(MetricWindows::records).collect();
         assert_eq!(
             back,
-            vec![
-                load("port", 1.0),
-                load("centre", 2.0),
-                later,
-                revised
-            ]
+            vec![load("port", 1.0), load("centre", 2.0), later, revised]
         );
     }
 
