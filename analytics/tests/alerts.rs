@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use common::{LIMIT, eventually};
+use common::eventually;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -110,10 +110,7 @@ async fn start(log: Arc<dyn LogClient>) -> Running {
 
 impl Running {
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(LIMIT, self.analytics.join())
-            .await
-            .expect("analytics stops");
+        common::stop(self.analytics, self.shutdown).await;
     }
 }
 

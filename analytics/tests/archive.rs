@@ -22,7 +22,7 @@ use polis_broker::{BrokerConfig, EmbeddedLog, Log, LogClient, Record};
 use polis_telemetry::{TrafficReading, schema, topics};
 use tokio_util::sync::CancellationToken;
 
-use common::{LIMIT, eventually};
+use common::eventually;
 
 const TABLE_TOTALS: &str = "SELECT count(*), sum(vehicles) FROM traffic";
 
@@ -71,10 +71,7 @@ async fn start(log: &Arc<dyn LogClient>, archive: &Path) -> Running {
 
 impl Running {
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(LIMIT, self.analytics.join())
-            .await
-            .expect("analytics stops");
+        common::stop(self.analytics, self.shutdown).await;
     }
 
     /// `count(*)` and `sum(vehicles)` of `sql`.
@@ -276,12 +273,13 @@ async fn rows_are_counted_once_while_hours_roll_restart_and_compact() {
         .await;
     assert!(layout_a.hours.is_empty(), "{layout_a:?}");
 
-    // A row at 05:30 puts hours 00 and 01 wholly 3 h behind it: each becomes one file.
+    // A row at 05:30 puts hours 00 and 01 wholly 3 h behind it: each becomes one file. The
+    // archive also records its retention horizon (00:00, 5 h back: nothing to delete yet).
     produce(&log, &mut produced, "tc-1", &[(at(5, 30), 100)]).await;
     let expected = (19, 171 + 100);
     let rolled = running
         .settle("hours 00 and 01 archived", &archive, expected, |l| {
-            l.files(H0) == 1 && l.files(H1) == 1
+            l.files(H0) == 1 && l.files(H1) == 1 && l.table_files == ["_expired.json"]
         })
         .await;
     assert_eq!(
