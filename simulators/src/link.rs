@@ -137,24 +137,28 @@ impl Link {
         }
     }
 
-    /// Sends DISCONNECT after whatever is queued, counting acknowledgements that arrive meanwhile.
+    /// Sends DISCONNECT after whatever is queued, then keeps reading until every QoS 1 publish
+    /// sent before it is acknowledged (or the broker closes), so each acknowledged reading is
+    /// counted.
     async fn disconnect(&self, client: &AsyncClient, eventloop: &mut EventLoop) {
         if client.try_disconnect().is_err() {
             return;
         }
-        let sent = time::timeout(DISCONNECT_GRACE, async {
-            loop {
+        let drained = time::timeout(DISCONNECT_GRACE, async {
+            let mut disconnect_sent = false;
+            while !disconnect_sent || eventloop.state.inflight() > 0 {
                 match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
                     Ok(event) => self.count(&event),
+                    Err(_) => return,
                 }
             }
         })
         .await;
-        if sent.is_err() {
+        if drained.is_err() {
             debug!(
                 device = self.device.id(),
-                "DISCONNECT not sent within {DISCONNECT_GRACE:?}; closing the socket"
+                "DISCONNECT not sent or acknowledgements not received within {DISCONNECT_GRACE:?}; closing the socket"
             );
         }
     }
