@@ -8,6 +8,8 @@ packages=(
   postgresql-client # psql, in tests/sql_clients.rs
   kcat              # broker/tests/kafka_tools.rs
   mosquitto         # gateway/tests/bridge.rs
+  mosquitto-clients # mosquitto_pub over TLS in gateway/tests/tls.rs
+  openssl           # self-signed certificates in gateway/tests/tls.rs
   chromium          # tests/browser.rs drives headless Chromium over CDP
 )
 missing=()

@@ -328,6 +328,11 @@ async fn up(
     config_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let config = load_config(config_file, data_dir)?;
+    if demo && !config.gateway.plain_mqtt {
+        anyhow::bail!(
+            "polis up --demo needs the plain MQTT listener (the simulators do not speak TLS), but gateway.plain_mqtt = false: set it to true, or run without --demo"
+        );
+    }
     let simulate = if demo {
         polis::platform::provision_demo(&config)?
     } else {
@@ -340,10 +345,15 @@ async fn up(
         "  SQL         POST http://{}/api/sql   (or: polis sql \"SELECT ...\")",
         platform.http_addr()
     );
-    println!(
-        "  MQTT        mqtt://{}   topics city/{{district}}/{{traffic|energy|transport}}/{{device_id}}",
-        platform.mqtt_addr()
-    );
+    if config.gateway.bridge.is_none() {
+        let topics = "topics city/{district}/{traffic|energy|transport}/{device_id}";
+        if config.gateway.plain_mqtt {
+            println!("  MQTT        mqtt://{}   {topics}", platform.mqtt_addr());
+        }
+        if let Some(tls) = &config.gateway.tls {
+            println!("  MQTT (TLS)  mqtts://{}   {topics}", tls.listen);
+        }
+    }
     println!(
         "  PostgreSQL  psql -h {} -p {} -U polis polis",
         platform.pg_addr().ip(),

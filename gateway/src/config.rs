@@ -8,12 +8,19 @@ use polis_telemetry::Limits;
 use serde::{Deserialize, Serialize};
 
 use crate::bridge::BridgeConfig;
+use crate::tls::TlsConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
     /// Address of the embedded MQTT v3.1.1 listener (not used in bridge mode).
     pub mqtt_listen: SocketAddr,
+    /// Serve plain MQTT on `mqtt_listen`; `false` leaves only the TLS listener (`tls`).
+    pub plain_mqtt: bool,
+    /// The embedded mode's MQTT-over-TLS listener, e.g. `[gateway.tls]`
+    /// `cert = "/etc/polis/mqtt.crt"` `key = "/etc/polis/mqtt.key"` (on 127.0.0.1:8883 unless
+    /// `listen` says otherwise). Unset by default.
+    pub tls: Option<TlsConfig>,
     /// Most simultaneous MQTT connections to the embedded listener.
     pub max_connections: usize,
     /// Largest MQTT packet; a larger one closes the connection (MQTT has no way to refuse it).
@@ -54,6 +61,8 @@ impl Default for GatewayConfig {
         let limits = Limits::default();
         GatewayConfig {
             mqtt_listen: "127.0.0.1:1883".parse().expect("valid address"),
+            plain_mqtt: true,
+            tls: None,
             max_connections: 10_000,
             max_packet_size: ByteSize::kib(256),
             max_payload_size: ByteSize::b(limits.max_payload_bytes as u64),
@@ -103,8 +112,23 @@ impl GatewayConfig {
     /// Problems with the settings only the embedded MQTT server uses (bridge mode ignores them).
     fn embedded_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.mqtt_listen.port() == 0 {
+        if self.plain_mqtt && self.mqtt_listen.port() == 0 {
             problems.push("gateway.mqtt_listen needs a fixed port (rumqttd cannot report a port chosen by the OS)".to_string());
+        }
+        match &self.tls {
+            None if !self.plain_mqtt => problems.push(
+                "gateway.plain_mqtt = false and no [gateway.tls] section leaves devices no MQTT listener: add [gateway.tls] with cert and key, or set plain_mqtt = true".to_string(),
+            ),
+            Some(tls) if tls.listen.port() == 0 => problems.push(
+                "gateway.tls.listen needs a fixed port, e.g. \"127.0.0.1:8883\"".to_string(),
+            ),
+            Some(tls) if self.plain_mqtt && tls.listen == self.mqtt_listen => {
+                problems.push(format!(
+                    "gateway.tls.listen and gateway.mqtt_listen are both {}: give TLS its own port (8883 is usual) or set plain_mqtt = false",
+                    tls.listen
+                ));
+            }
+            _ => {}
         }
         if self.max_connections == 0 {
             problems.push(
@@ -186,5 +210,32 @@ mod tests {
         );
         config.bridge = Some(BridgeConfig::new("mqtt://broker"));
         assert_eq!(config.problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn turning_plain_mqtt_off_needs_a_tls_listener_on_its_own_port() {
+        let mut config = GatewayConfig {
+            plain_mqtt: false,
+            ..GatewayConfig::default()
+        };
+        assert_eq!(
+            config.problems(),
+            [
+                "gateway.plain_mqtt = false and no [gateway.tls] section leaves devices no MQTT listener: add [gateway.tls] with cert and key, or set plain_mqtt = true"
+            ]
+        );
+        config.tls = Some(TlsConfig::new("mqtt.crt", "mqtt.key"));
+        assert_eq!(config.problems(), Vec::<String>::new());
+        config.plain_mqtt = true;
+        assert_eq!(config.problems(), Vec::<String>::new());
+        config.mqtt_listen = "127.0.0.1:8883".parse().unwrap();
+        assert_eq!(
+            config.problems(),
+            [
+                "gateway.tls.listen and gateway.mqtt_listen are both 127.0.0.1:8883: give TLS its own port (8883 is usual) or set plain_mqtt = false"
+            ]
+        );
+        let text = toml::to_string_pretty(&config).unwrap();
+        assert_eq!(toml::from_str::<GatewayConfig>(&text).unwrap(), config);
     }
 }

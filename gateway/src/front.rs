@@ -1,5 +1,6 @@
-//! The embedded mode's front door: a TCP relay on `gateway.mqtt_listen` in front of rumqttd,
-//! so the gateway sees each device session begin and end.
+//! The embedded mode's front doors: TCP relays on `gateway.mqtt_listen` (plain MQTT) and
+//! `gateway.tls.listen` (MQTT over TLS, terminated here) in front of rumqttd, so the gateway
+//! sees each device session begin and end.
 //!
 //! rumqttd 0.20 tells an embedder about connects only through the auth handler, and about
 //! disconnects not at all (its alerts are `CursorJump` and `BadPublish`; its meters count
@@ -8,18 +9,20 @@
 //! DISCONNECT from the device, and the CONNACK's return code from rumqttd. A session whose
 //! CONNACK accepted it is reported `connected`; when it ends, `disconnected` if the device sent
 //! DISCONNECT, else `connection_lost` with why. rumqttd itself listens on a loopback port
-//! chosen at start; it still authenticates every CONNECT. On shutdown the listener closes
-//! (new connections are refused); open sessions go on until the process ends.
+//! chosen at start; it still authenticates every CONNECT, whichever door it came through. On
+//! shutdown the listeners close (new connections are refused); open sessions go on until the
+//! process ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use polis_telemetry::PresenceEvent;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::presence::PresenceSink;
@@ -38,10 +41,20 @@ pub(crate) struct Front {
     pub stats: Arc<GatewayStats>,
 }
 
+/// How devices come in through one listener.
+#[derive(Clone)]
+pub(crate) enum Door {
+    Plain,
+    Tls {
+        acceptor: TlsAcceptor,
+        handshake_timeout: Duration,
+    },
+}
+
 impl Front {
     /// Accepts on `listener` until `shutdown`, relaying each connection to the backend.
-    pub fn spawn(self, listener: TcpListener, shutdown: CancellationToken) {
-        let front = Arc::new(self);
+    pub fn spawn(self: &Arc<Self>, listener: TcpListener, door: Door, shutdown: CancellationToken) {
+        let front = self.clone();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -49,8 +62,8 @@ impl Front {
                     () = shutdown.cancelled() => break,
                 };
                 match accepted {
-                    Ok((device, _peer)) => {
-                        tokio::spawn(front.clone().relay(device));
+                    Ok((device, peer)) => {
+                        tokio::spawn(front.clone().admit(device, peer, door.clone()));
                     }
                     Err(e) => tracing::warn!(error = %e, "accepting an MQTT connection failed"),
                 }
@@ -58,7 +71,38 @@ impl Front {
         });
     }
 
-    async fn relay(self: Arc<Self>, device: TcpStream) {
+    async fn admit(self: Arc<Self>, device: TcpStream, peer: SocketAddr, door: Door) {
+        device.set_nodelay(true).ok();
+        match door {
+            Door::Plain => {
+                let (rx, tx) = device.into_split();
+                self.relay(rx, tx).await;
+            }
+            Door::Tls {
+                acceptor,
+                handshake_timeout,
+            } => {
+                let failure =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(device)).await {
+                        Ok(Ok(stream)) => {
+                            let (rx, tx) = tokio::io::split(stream);
+                            self.relay(rx, tx).await;
+                            return;
+                        }
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => format!("no handshake within {handshake_timeout:?}"),
+                    };
+                self.stats.record_tls_handshake_failure();
+                tracing::debug!(%peer, error = failure, "TLS handshake failed");
+            }
+        }
+    }
+
+    async fn relay<R, W>(&self, device_rx: R, device_tx: W)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let server = match TcpStream::connect(self.backend).await {
             Ok(server) => server,
             Err(e) => {
@@ -66,14 +110,12 @@ impl Front {
                 return;
             }
         };
-        device.set_nodelay(true).ok();
         server.set_nodelay(true).ok();
         let session = Session::default();
-        let (device_rx, device_tx) = device.into_split();
         let (server_rx, server_tx) = server.into_split();
         let ended = tokio::select! {
             ended = upstream(device_rx, server_tx, &session) => ended,
-            ended = downstream(server_rx, device_tx, &session, &self) => ended,
+            ended = downstream(server_rx, device_tx, &session, self) => ended,
         };
         if !session.connected.load(Ordering::Relaxed) {
             return;
@@ -98,7 +140,11 @@ struct Session {
 }
 
 /// Device → rumqttd until either side fails; says why it ended.
-async fn upstream(mut rx: OwnedReadHalf, mut tx: OwnedWriteHalf, session: &Session) -> String {
+async fn upstream(
+    mut rx: impl AsyncRead + Unpin,
+    mut tx: impl AsyncWrite + Unpin,
+    session: &Session,
+) -> String {
     let mut buffer = vec![0; BUFFER];
     let mut framer = Framer::default();
     loop {
@@ -123,8 +169,8 @@ async fn upstream(mut rx: OwnedReadHalf, mut tx: OwnedWriteHalf, session: &Sessi
 
 /// rumqttd → device until either side fails; reports `connected` on an accepting CONNACK.
 async fn downstream(
-    mut rx: OwnedReadHalf,
-    mut tx: OwnedWriteHalf,
+    mut rx: impl AsyncRead + Unpin,
+    mut tx: impl AsyncWrite + Unpin,
     session: &Session,
     front: &Front,
 ) -> String {
@@ -151,7 +197,13 @@ async fn downstream(
                     .report(&device_id, PresenceEvent::Connected, None);
             }
         }
-        if let Err(e) = tx.write_all(&buffer[..n]).await {
+        // A TLS stream sends what it buffered only on flush.
+        if let Err(e) = async {
+            tx.write_all(&buffer[..n]).await?;
+            tx.flush().await
+        }
+        .await
+        {
             return format!("network error writing to the device: {e}");
         }
     }

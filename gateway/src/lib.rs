@@ -46,8 +46,10 @@ mod presence;
 pub mod sequence;
 mod source;
 mod stats;
+mod tls;
 pub mod translate;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use polis_broker::LogClient;
@@ -62,6 +64,15 @@ pub use error::GatewayError;
 pub use histogram::HistogramSnapshot;
 pub use metrics::GatewayMonitor;
 pub use stats::GatewayStats;
+pub use tls::{TlsConfig, TlsError};
+
+/// Binds one of the embedded mode's MQTT listeners, configured by `key`.
+fn listen(key: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayError> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|source| GatewayError::Bind { key, addr, source })
+}
 
 /// A running gateway.
 pub struct Gateway {
@@ -116,27 +127,54 @@ impl Gateway {
                 shutdown,
             )?)?,
             None => {
-                let addr = config.mqtt_listen;
-                let listener = std::net::TcpListener::bind(addr)
-                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                    .and_then(tokio::net::TcpListener::from_std)
-                    .map_err(|source| GatewayError::Bind { addr, source })?;
+                let plain = config
+                    .plain_mqtt
+                    .then(|| listen("gateway.mqtt_listen", config.mqtt_listen))
+                    .transpose()?;
+                let tls = config
+                    .tls
+                    .as_ref()
+                    .map(|tls| {
+                        let door = front::Door::Tls {
+                            acceptor: tls.acceptor()?,
+                            handshake_timeout: tls.handshake_timeout,
+                        };
+                        Ok::<_, GatewayError>((listen("gateway.tls.listen", tls.listen)?, door))
+                    })
+                    .transpose()?;
                 let authenticator =
                     auth::Authenticator::for_config(&config, devices, stats.clone())?;
                 let (mqtt, backend) = mqtt::EmbeddedMqtt::start(&config, authenticator)?;
+                let listeners: Vec<_> = plain
+                    .map(|listener| (listener, front::Door::Plain))
+                    .into_iter()
+                    .chain(tls)
+                    .collect();
+                // Presence records name the gateway by its first listener's address.
+                let name = match (&config.tls, config.plain_mqtt) {
+                    (Some(tls), false) => tls.listen,
+                    _ => config.mqtt_listen,
+                };
                 let presence = presence::start(
-                    addr.to_string(),
+                    name.to_string(),
                     log.clone(),
                     config.max_batch,
                     shutdown.clone(),
                 );
-                front::Front {
+                let front = Arc::new(front::Front {
                     backend,
                     presence,
                     stats: stats.clone(),
+                });
+                for (listener, door) in listeners {
+                    let addr = listener.local_addr().ok();
+                    let scheme = match door {
+                        front::Door::Plain => "mqtt",
+                        front::Door::Tls { .. } => "mqtts",
+                    };
+                    front.spawn(listener, door, shutdown.clone());
+                    tracing::info!(?addr, scheme, "MQTT listener ready");
                 }
-                .spawn(listener, shutdown.clone());
-                tracing::info!(%addr, "MQTT listener ready");
                 forwarder.spawn(mqtt)?
             }
         };

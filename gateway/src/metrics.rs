@@ -5,7 +5,8 @@
 //!
 //! Metrics, all prefixed `polis_gateway_`:
 //! - `connections` (gauge, embedded mode: device connections open now),
-//!   `connections_admitted_total`, `connections_refused_total{cause}`;
+//!   `connections_admitted_total`, `connections_refused_total{cause}`,
+//!   `tls_handshake_failures_total`;
 //! - `messages_received_total`, `messages_accepted_total`, `messages_rejected_total{reason}`
 //!   (accepted + Σ rejected = received), `messages_append_failed_total`,
 //!   `messages_overwritten_total`, `bytes_received_total`;
@@ -122,7 +123,7 @@ fn family_sample(out: &mut String, name: &str, labels: &str, value: u64) {
 /// Renders `stats` (and the number of tracked devices) in the text exposition format 0.0.4.
 pub fn render(stats: &GatewayStats, tracked_devices: usize) -> String {
     let mut out = String::new();
-    let simple: [(&str, &str, &str, u64); 12] = [
+    let simple: [(&str, &str, &str, u64); 13] = [
         (
             "connections",
             "gauge",
@@ -134,6 +135,12 @@ pub fn render(stats: &GatewayStats, tracked_devices: usize) -> String {
             "counter",
             "Device MQTT connections admitted (embedded mode).",
             stats.connections_admitted(),
+        ),
+        (
+            "tls_handshake_failures_total",
+            "counter",
+            "Connections to the MQTT-over-TLS listener whose handshake failed or timed out.",
+            stats.tls_handshake_failures(),
         ),
         (
             "messages_received_total",

@@ -49,6 +49,7 @@ impl EmbeddedMqtt {
         let addr = TcpListener::bind(probe)
             .and_then(|l| l.local_addr())
             .map_err(|source| GatewayError::Bind {
+                key: "the embedded MQTT server's loopback port",
                 addr: probe,
                 source,
             })?;

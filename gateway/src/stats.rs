@@ -32,6 +32,8 @@ pub struct GatewayStats {
     /// Embedded mode: device connections open now, and ever admitted (CONNACK accepted).
     connections_open: AtomicU64,
     connections_admitted: AtomicU64,
+    /// Embedded mode: connections to the TLS listener that failed or timed out their handshake.
+    tls_handshake_failures: AtomicU64,
     /// From the forwarder taking a message to the end of its durable append.
     append_latency: Histogram,
 }
@@ -69,6 +71,10 @@ impl GatewayStats {
     pub(crate) fn record_connection_opened(&self) {
         self.connections_open.fetch_add(1, Ordering::Relaxed);
         self.connections_admitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_tls_handshake_failure(&self) {
+        self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_connection_closed(&self) {
@@ -184,6 +190,10 @@ impl GatewayStats {
     }
 
     /// Embedded mode: device connections admitted since start.
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.tls_handshake_failures.load(Ordering::Relaxed)
+    }
+
     pub fn connections_admitted(&self) -> u64 {
         self.connections_admitted.load(Ordering::Relaxed)
     }
