@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::GatewayConfig;
+use crate::error::GatewayError;
 use crate::presence::PresenceSink;
 use crate::stats::GatewayStats;
 
@@ -49,6 +51,34 @@ pub(crate) enum Door {
         acceptor: TlsAcceptor,
         handshake_timeout: Duration,
     },
+}
+
+/// Binds the embedded mode's listeners: plain MQTT unless `plain_mqtt` is off, and TLS when
+/// `[gateway.tls]` is set.
+pub(crate) fn listeners(config: &GatewayConfig) -> Result<Vec<(TcpListener, Door)>, GatewayError> {
+    let mut listeners = Vec::new();
+    if config.plain_mqtt {
+        listeners.push((
+            listen("gateway.mqtt_listen", config.mqtt_listen)?,
+            Door::Plain,
+        ));
+    }
+    if let Some(tls) = &config.tls {
+        let door = Door::Tls {
+            acceptor: tls.acceptor()?,
+            handshake_timeout: tls.handshake_timeout,
+        };
+        listeners.push((listen("gateway.tls.listen", tls.listen)?, door));
+    }
+    Ok(listeners)
+}
+
+/// Binds one listener, configured by `key`.
+fn listen(key: &'static str, addr: SocketAddr) -> Result<TcpListener, GatewayError> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(TcpListener::from_std)
+        .map_err(|source| GatewayError::Bind { key, addr, source })
 }
 
 impl Front {

@@ -49,7 +49,6 @@ mod stats;
 mod tls;
 pub mod translate;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use polis_broker::LogClient;
@@ -65,14 +64,6 @@ pub use histogram::HistogramSnapshot;
 pub use metrics::GatewayMonitor;
 pub use stats::GatewayStats;
 pub use tls::{TlsConfig, TlsError};
-
-/// Binds one of the embedded mode's MQTT listeners, configured by `key`.
-fn listen(key: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayError> {
-    std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(tokio::net::TcpListener::from_std)
-        .map_err(|source| GatewayError::Bind { key, addr, source })
-}
 
 /// A running gateway.
 pub struct Gateway {
@@ -127,29 +118,10 @@ impl Gateway {
                 shutdown,
             )?)?,
             None => {
-                let plain = config
-                    .plain_mqtt
-                    .then(|| listen("gateway.mqtt_listen", config.mqtt_listen))
-                    .transpose()?;
-                let tls = config
-                    .tls
-                    .as_ref()
-                    .map(|tls| {
-                        let door = front::Door::Tls {
-                            acceptor: tls.acceptor()?,
-                            handshake_timeout: tls.handshake_timeout,
-                        };
-                        Ok::<_, GatewayError>((listen("gateway.tls.listen", tls.listen)?, door))
-                    })
-                    .transpose()?;
+                let listeners = front::listeners(&config)?;
                 let authenticator =
                     auth::Authenticator::for_config(&config, devices, stats.clone())?;
                 let (mqtt, backend) = mqtt::EmbeddedMqtt::start(&config, authenticator)?;
-                let listeners: Vec<_> = plain
-                    .map(|listener| (listener, front::Door::Plain))
-                    .into_iter()
-                    .chain(tls)
-                    .collect();
                 // Presence records name the gateway by its first listener's address.
                 let name = match (&config.tls, config.plain_mqtt) {
                     (Some(tls), false) => tls.listen,

@@ -18,18 +18,10 @@ use polis_telemetry::{DeviceKind, topics};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
-use support::{eventually, open_log, records, secret_of, traffic};
+use support::{eventually, free_port, open_log, records, secret_of, traffic};
 
 const DEVICE: &str = "tc-harbour-1";
 const TOPIC: &str = "city/harbour/traffic/tc-harbour-1";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A self-signed certificate for 127.0.0.1 and localhost, and its key, as PEM files.
 fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {

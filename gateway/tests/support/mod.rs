@@ -146,7 +146,8 @@ fn spawn(config: &Path) -> Child {
         .expect("mosquitto is installed (Debian package mosquitto)")
 }
 
-fn free_port() -> u16 {
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
