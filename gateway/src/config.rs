@@ -39,6 +39,10 @@ pub struct GatewayConfig {
     pub max_age: Duration,
     /// Most messages appended to the log in one durable write.
     pub max_batch: usize,
+    /// Embedded mode: how long a QoS 1 publish may wait to be stored before its connection is
+    /// closed without a PUBACK (the device then sends it again).
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
     /// Memory the embedded MQTT server (rumqttd) may use to buffer messages the gateway has not
     /// taken yet.
     pub mqtt_buffer: ByteSize,
@@ -69,6 +73,7 @@ impl Default for GatewayConfig {
             max_clock_skew: limits.max_future_skew,
             max_age: limits.max_age,
             max_batch: 5_000,
+            ack_timeout: Duration::from_secs(30),
             mqtt_buffer: ByteSize::mib(256),
             allow_anonymous: false,
             max_tracked_devices: 1_000_000,
@@ -112,6 +117,10 @@ impl GatewayConfig {
     /// Problems with the settings only the embedded MQTT server uses (bridge mode ignores them).
     fn embedded_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if self.ack_timeout.is_zero() {
+            problems
+                .push("gateway.ack_timeout = 0s: use a positive time, e.g. \"30s\"".to_string());
+        }
         if self.plain_mqtt && self.mqtt_listen.port() == 0 {
             problems.push("gateway.mqtt_listen needs a fixed port (rumqttd cannot report a port chosen by the OS)".to_string());
         }

@@ -23,15 +23,18 @@
 //! turns authentication off. The running gateway sees registry changes at the next CONNECT.
 //! What is not enforced there: that a device publishes only under its own id — rumqttd's local
 //! link yields topic and payload but not the client that published them, and rumqttd has no
-//! per-topic ACL hook. rumqttd acknowledges a device's QoS 1 publish from memory, before the
-//! gateway has stored it.
+//! per-topic ACL hook. rumqttd acknowledges a device's QoS 1 publish from memory; the relay
+//! holds that PUBACK until the message is stored ([`ack`]), so a PUBACK means fsynced in the
+//! log, and a message lost before that (a crash, a failed append, an overwrite of rumqttd's
+//! buffer) is one the device still holds unacknowledged and sends again.
 //!
-//! Bridge mode closes both gaps: devices connect to a broker (Mosquitto, EMQX, HiveMQ, …) that
+//! Bridge mode closes the ACL gap too: devices connect to a broker (Mosquitto, EMQX, HiveMQ, …) that
 //! authenticates them and confines each to its own topic with ACLs; the gateway takes messages
 //! through a QoS 1 persistent (shared) subscription and acknowledges each only after its append
 //! is durable, so delivery into the log is at least once, and gateways in one share group
 //! split the load.
 
+mod ack;
 mod auth;
 mod bridge;
 mod config;
@@ -121,7 +124,9 @@ impl Gateway {
                 let listeners = front::listeners(&config)?;
                 let authenticator =
                     auth::Authenticator::for_config(&config, devices, stats.clone())?;
-                let (mqtt, backend) = mqtt::EmbeddedMqtt::start(&config, authenticator)?;
+                let acks = Arc::new(ack::AckGate::default());
+                let (mqtt, backend) =
+                    mqtt::EmbeddedMqtt::start(&config, authenticator, acks.clone())?;
                 // Presence records name the gateway by its first listener's address.
                 let name = match (&config.tls, config.plain_mqtt) {
                     (Some(tls), false) => tls.listen,
@@ -137,6 +142,9 @@ impl Gateway {
                     backend,
                     presence,
                     stats: stats.clone(),
+                    acks,
+                    max_packet: config.max_packet_size.as_u64() as usize,
+                    ack_timeout: config.ack_timeout,
                 });
                 for (listener, door) in listeners {
                     let addr = listener.local_addr().ok();

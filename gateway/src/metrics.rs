@@ -12,8 +12,11 @@
 //!   `messages_overwritten_total`, `bytes_received_total`;
 //! - `duplicates_total`, `sequence_gaps_total` (numbers skipped), `sequence_restarts_total`,
 //!   `tracked_devices`;
+//! - `ack_timeouts_total` (embedded mode: connections closed because a message was not stored
+//!   within `gateway.ack_timeout`);
 //! - `append_latency_seconds` (histogram: from the forwarder taking a message from the MQTT side
-//!   to the end of its durable append).
+//!   to the end of its durable append), `durable_ack_latency_seconds` (histogram, embedded mode:
+//!   from a QoS 1 PUBLISH reaching the gateway to its PUBACK, sent once the message is stored).
 
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -27,6 +30,7 @@ use polis_telemetry::RejectReason;
 use serde::Deserialize;
 
 use crate::auth::Refusal;
+use crate::histogram::HistogramSnapshot;
 use crate::sequence::SequenceTracker;
 use crate::stats::GatewayStats;
 
@@ -123,7 +127,7 @@ fn family_sample(out: &mut String, name: &str, labels: &str, value: u64) {
 /// Renders `stats` (and the number of tracked devices) in the text exposition format 0.0.4.
 pub fn render(stats: &GatewayStats, tracked_devices: usize) -> String {
     let mut out = String::new();
-    let simple: [(&str, &str, &str, u64); 13] = [
+    let simple: [(&str, &str, &str, u64); 14] = [
         (
             "connections",
             "gauge",
@@ -159,6 +163,12 @@ pub fn render(stats: &GatewayStats, tracked_devices: usize) -> String {
             "counter",
             "Messages whose durable append failed.",
             stats.append_failures(),
+        ),
+        (
+            "ack_timeouts_total",
+            "counter",
+            "Connections closed without a PUBACK because a message was not stored within gateway.ack_timeout.",
+            stats.ack_timeouts(),
         ),
         (
             "messages_overwritten_total",
@@ -237,29 +247,34 @@ pub fn render(stats: &GatewayStats, tracked_devices: usize) -> String {
             stats.rejected(reason),
         );
     }
-    let latency = stats.append_latency();
-    family(
+    histogram(
         &mut out,
         "append_latency_seconds",
-        "histogram",
         "From taking a message from the MQTT side to the end of its durable append.",
+        &stats.append_latency(),
     );
-    for (bound, count) in &latency.cumulative {
+    histogram(
+        &mut out,
+        "durable_ack_latency_seconds",
+        "Embedded mode: from a QoS 1 PUBLISH reaching the gateway to its PUBACK (message stored).",
+        &stats.durable_ack_latency(),
+    );
+    out
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, snapshot: &HistogramSnapshot) {
+    family(out, name, "histogram", help);
+    for (bound, count) in &snapshot.cumulative {
         let le = if bound.is_infinite() {
             "+Inf".to_string()
         } else {
             bound.to_string()
         };
         let labels = format!("{{le=\"{le}\"}}");
-        family_sample(&mut out, "append_latency_seconds_bucket", &labels, *count);
+        family_sample(out, &format!("{name}_bucket"), &labels, *count);
     }
-    let _ = writeln!(
-        out,
-        "polis_gateway_append_latency_seconds_sum {}",
-        latency.sum_seconds
-    );
-    sample(&mut out, "append_latency_seconds_count", latency.count);
-    out
+    let _ = writeln!(out, "polis_gateway_{name}_sum {}", snapshot.sum_seconds);
+    sample(out, &format!("{name}_count"), snapshot.count);
 }
 
 #[cfg(test)]
@@ -277,6 +292,8 @@ mod tests {
         assert!(text.contains("polis_gateway_tracked_devices 3\n"));
         assert!(text.contains("polis_gateway_append_latency_seconds_bucket{le=\"0.0001\"} 0\n"));
         assert!(text.contains("polis_gateway_append_latency_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(text.contains("# TYPE polis_gateway_durable_ack_latency_seconds histogram\n"));
+        assert!(text.contains("polis_gateway_durable_ack_latency_seconds_count 0\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("polis_gateway_"), "{line}");

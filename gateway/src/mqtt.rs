@@ -1,10 +1,11 @@
 //! The adapter around rumqttd: the only code that knows it exists.
 //!
 //! rumqttd blocks in `start()` and has no shutdown API, so its threads live as long as the process.
-//! The gateway reads every device message through one local link subscribed to `city/#` before
-//! the listener opens (a publish that matches no subscription would be dropped). The link
-//! subscribes at QoS 0: rumqttd PUBACKs a device's QoS 1 publish once the message is in its
-//! in-memory log, so a crash of the process loses what the forwarder has not yet appended.
+//! The gateway reads every device message through one local link subscribed to `#` before the
+//! listener opens (a publish that matches no subscription would be dropped; one outside
+//! `city/` is dead-lettered `bad_topic`). rumqttd PUBACKs a device's QoS 1 publish once the
+//! message is in its in-memory log; the front relay holds that PUBACK back until the forwarder
+//! reports the message stored ([`crate::ack`]), settled here by each batch's fingerprints.
 //!
 //! Devices do not reach rumqttd directly: it listens on a loopback port picked at start (free
 //! when probed, a brief race with other processes), and the front relay on `gateway.mqtt_listen`
@@ -22,12 +23,15 @@ use std::time::{Duration, Instant};
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::{Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 
+use crate::ack::{AckGate, Outcome, fingerprint};
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::source::{Batch, MqttMessage, Source};
 
 const LINK_ID: &str = "polis-gateway";
+/// Every topic but those starting with `$`.
+const EVERY_TOPIC: &str = "#";
 const SEGMENT_COUNT: usize = 16;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,6 +39,7 @@ pub(crate) struct EmbeddedMqtt {
     _link_tx: LinkTx,
     link_rx: LinkRx,
     last_cursor: Option<(u64, u64)>,
+    acks: Arc<AckGate>,
 }
 
 impl EmbeddedMqtt {
@@ -44,6 +49,7 @@ impl EmbeddedMqtt {
     pub fn start(
         config: &GatewayConfig,
         authenticator: Option<Authenticator>,
+        acks: Arc<AckGate>,
     ) -> Result<(EmbeddedMqtt, SocketAddr), GatewayError> {
         let probe = SocketAddr::from(([127, 0, 0, 1], 0));
         let addr = TcpListener::bind(probe)
@@ -58,7 +64,7 @@ impl EmbeddedMqtt {
             .link(LINK_ID)
             .map_err(|e| GatewayError::Link(e.to_string()))?;
         link_tx
-            .subscribe(polis_telemetry::topics::MQTT_FILTER)
+            .subscribe(EVERY_TOPIC)
             .map_err(|e| GatewayError::Link(e.to_string()))?;
         let deadline = Instant::now() + LISTEN_TIMEOUT;
         match link_rx.recv_deadline(deadline) {
@@ -84,24 +90,30 @@ impl EmbeddedMqtt {
                 _link_tx: link_tx,
                 link_rx,
                 last_cursor: None,
+                acks,
             },
             addr,
         ))
     }
 }
 
-/// The local link subscribes at QoS 0: there is nothing to acknowledge, and nothing to ask for
-/// again when an append fails (those messages are counted as append failures).
+/// The local link subscribes at QoS 0; the receipt is the batch's fingerprints, which settle
+/// the PUBACKs the front relay holds: released when stored, withheld (the device's connection
+/// closes, and it sends again) when not.
 impl Source for EmbeddedMqtt {
-    type Receipt = ();
+    type Receipt = Vec<u64>;
 
     /// Up to `max` messages, waiting until `deadline` for the first one. Gaps in rumqttd's
     /// cursor are counted as overwritten.
-    fn next_batch(&mut self, max: usize, deadline: Instant) -> Result<Batch<()>, GatewayError> {
+    fn next_batch(
+        &mut self,
+        max: usize,
+        deadline: Instant,
+    ) -> Result<Batch<Vec<u64>>, GatewayError> {
         let mut batch = Batch {
             messages: Vec::new(),
             overwritten: 0,
-            receipt: (),
+            receipt: Vec::new(),
         };
         let mut wait_until = deadline;
         while batch.messages.len() < max {
@@ -119,6 +131,10 @@ impl Source for EmbeddedMqtt {
                         batch.overwritten += cursor.1 - last.1 - 1;
                     }
                     self.last_cursor = forward.cursor.or(self.last_cursor);
+                    batch.receipt.push(fingerprint(
+                        &forward.publish.topic,
+                        &forward.publish.payload,
+                    ));
                     batch.messages.push(MqttMessage {
                         topic: String::from_utf8_lossy(&forward.publish.topic).into_owned(),
                         payload: forward.publish.payload,
@@ -137,9 +153,13 @@ impl Source for EmbeddedMqtt {
         Ok(batch)
     }
 
-    fn stored(&mut self, (): ()) {}
+    fn stored(&mut self, fingerprints: Vec<u64>) {
+        self.acks.settle(&fingerprints, Outcome::Stored);
+    }
 
-    fn not_stored(&mut self, (): ()) {}
+    fn not_stored(&mut self, fingerprints: Vec<u64>) {
+        self.acks.settle(&fingerprints, Outcome::NotStored);
+    }
 
     /// rumqttd cannot be stopped: the forwarder reads until the link has nothing waiting.
     fn stop_intake(&mut self) {}

@@ -36,6 +36,11 @@ pub struct GatewayStats {
     tls_handshake_failures: AtomicU64,
     /// From the forwarder taking a message to the end of its durable append.
     append_latency: Histogram,
+    /// Embedded mode: from a QoS 1 PUBLISH reaching the relay to its PUBACK going to the device.
+    durable_ack_latency: Histogram,
+    /// Embedded mode: connections closed because a message was not stored within
+    /// `gateway.ack_timeout`.
+    ack_timeouts: AtomicU64,
 }
 
 /// What one stored batch adds to the counters.
@@ -75,6 +80,14 @@ impl GatewayStats {
 
     pub(crate) fn record_tls_handshake_failure(&self) {
         self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_durable_ack(&self, latency: std::time::Duration) {
+        self.durable_ack_latency.observe(latency, 1);
+    }
+
+    pub(crate) fn record_ack_timeout(&self) {
+        self.ack_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_connection_closed(&self) {
@@ -189,16 +202,28 @@ impl GatewayStats {
         self.connections_open.load(Ordering::Relaxed)
     }
 
-    /// Embedded mode: device connections admitted since start.
+    /// Embedded mode: connections to the TLS listener whose handshake failed or timed out.
     pub fn tls_handshake_failures(&self) -> u64 {
         self.tls_handshake_failures.load(Ordering::Relaxed)
     }
 
+    /// Embedded mode: device connections admitted since start.
     pub fn connections_admitted(&self) -> u64 {
         self.connections_admitted.load(Ordering::Relaxed)
     }
 
     pub fn append_latency(&self) -> HistogramSnapshot {
         self.append_latency.snapshot()
+    }
+
+    /// Embedded mode: how long QoS 1 publishes waited for their PUBACK (stored in the log).
+    pub fn durable_ack_latency(&self) -> HistogramSnapshot {
+        self.durable_ack_latency.snapshot()
+    }
+
+    /// Embedded mode: connections closed because a message was not stored within
+    /// `gateway.ack_timeout`.
+    pub fn ack_timeouts(&self) -> u64 {
+        self.ack_timeouts.load(Ordering::Relaxed)
     }
 }
