@@ -46,11 +46,9 @@ impl Checkpoint {
         }
     }
 
-    /// Whether the record at `offset` of `partition` was counted before this checkpoint.
-    pub fn counted(&self, partition: &str, offset: i64) -> bool {
-        self.offsets
-            .get(partition)
-            .is_some_and(|&next| offset < next)
+    /// The offset of `partition` below which every record was counted before this checkpoint.
+    pub fn counted_below(&self, partition: &str) -> i64 {
+        self.offsets.get(partition).copied().unwrap_or(i64::MIN)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -90,8 +88,7 @@ mod tests {
         let mut latest = Checkpoint::default();
         latest.advance(&[carrying(&newer, 7), carrying(&older, 3)]);
         assert_eq!(latest, newer);
-        assert!(latest.counted("telemetry.energy/0", 24));
-        assert!(!latest.counted("telemetry.energy/0", 25));
-        assert!(!latest.counted("telemetry.energy/1", 0));
+        assert_eq!(latest.counted_below("telemetry.energy/0"), 25);
+        assert_eq!(latest.counted_below("telemetry.energy/1"), i64::MIN);
     }
 }

@@ -183,18 +183,40 @@ impl Continuous {
                 .column_by_name(schema::OFFSET_COLUMN)
                 .expect("offset column")
                 .as_primitive::<Int64Type>();
+            // The partition of the rows being read, and the offset its uncounted rows start at.
+            let mut run: Option<(i32, i64)> = None;
+            let mut newest: BTreeMap<i32, i64> = BTreeMap::new();
             for (row, event_ms) in event_times(batch, time_column).enumerate() {
                 let (partition, offset) = (partitions.value(row), offsets.value(row));
-                let key = format!("{topic}/{partition}");
-                if self.checkpoint.counted(&key, offset) {
+                let counted_below = match run {
+                    Some((p, below)) if p == partition => below,
+                    _ => {
+                        let below = self
+                            .checkpoint
+                            .counted_below(&format!("{topic}/{partition}"));
+                        run = Some((partition, below));
+                        below
+                    }
+                };
+                if offset < counted_below {
                     continue;
                 }
+                newest
+                    .entry(partition)
+                    .and_modify(|n| *n = (*n).max(event_ms))
+                    .or_insert(event_ms);
                 let mut counted = false;
                 for group in &mut self.groups {
-                    counted |= group.clock.observe(&key, event_ms, now) == Fate::Counted;
+                    counted |= group.clock.count(event_ms) == Fate::Counted;
                 }
                 if !counted {
                     late.insert((topic, partition, offset));
+                }
+            }
+            for (partition, newest_ms) in newest {
+                let key = format!("{topic}/{partition}");
+                for group in &mut self.groups {
+                    group.clock.note(&key, newest_ms, now);
                 }
             }
         }

@@ -19,7 +19,8 @@ pub(crate) fn first_readings(
     batches: Vec<RecordBatch>,
     time_column: &str,
 ) -> Result<Vec<RecordBatch>, ArrowError> {
-    let mut seen: HashSet<(&str, i64)> = HashSet::new();
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut seen: HashSet<(&str, i64)> = HashSet::with_capacity(rows);
     let mut out = Vec::with_capacity(batches.len());
     for batch in &batches {
         let column = |name: &str| {

@@ -111,21 +111,33 @@ impl WindowClock {
         &self.state
     }
 
-    /// Notes one record of `partition` (`{topic}/{partition}`) read at `now`.
-    pub fn observe(&mut self, partition: &str, event_ms: i64, now: Instant) -> Fate {
-        let high = self
-            .state
-            .partitions
-            .entry(partition.to_string())
-            .or_insert(event_ms);
-        *high = (*high).max(event_ms);
-        self.liveness
-            .entry(partition.to_string())
-            .and_modify(|l| l.last_record = now)
-            .or_insert(Liveness {
-                last_record: now,
-                caught_up: false,
-            });
+    /// Notes that records of `partition` (`{topic}/{partition}`) up to event time `newest_ms`
+    /// were read at `now`; each record is then [`count`](Self::count)ed.
+    pub fn note(&mut self, partition: &str, newest_ms: i64, now: Instant) {
+        match self.state.partitions.get_mut(partition) {
+            Some(high) => *high = (*high).max(newest_ms),
+            None => {
+                self.state
+                    .partitions
+                    .insert(partition.to_string(), newest_ms);
+            }
+        }
+        match self.liveness.get_mut(partition) {
+            Some(liveness) => liveness.last_record = now,
+            None => {
+                self.liveness.insert(
+                    partition.to_string(),
+                    Liveness {
+                        last_record: now,
+                        caught_up: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Marks the windows containing one record's `event_ms` for emission, unless all are final.
+    pub fn count(&mut self, event_ms: i64) -> Fate {
         let mut fate = Fate::Late;
         for start in self.spec.starts_containing(event_ms) {
             if self.state.open.contains_key(&start) {
@@ -237,6 +249,12 @@ mod tests {
     const P0: &str = "telemetry.traffic/0";
     const P1: &str = "telemetry.traffic/1";
 
+    /// One record, as the caller feeds it: noted, then counted.
+    fn observe(clock: &mut WindowClock, partition: &str, event_ms: i64, now: Instant) -> Fate {
+        clock.note(partition, event_ms, now);
+        clock.count(event_ms)
+    }
+
     fn tumbling(size_ms: i64, lateness_ms: i64, horizon_ms: i64) -> WindowSpec {
         WindowSpec {
             size_ms,
@@ -261,18 +279,18 @@ mod tests {
     fn a_window_closes_when_the_watermark_passes_its_end() {
         let now = Instant::now();
         let mut clock = clock(tumbling(10_000, 5_000, 0));
-        clock.observe(P0, 1_000, now);
-        clock.observe(P0, 12_000, now);
+        observe(&mut clock, P0, 1_000, now);
+        observe(&mut clock, P0, 12_000, now);
         assert_eq!(clock.ready(now), vec![], "watermark 7s is inside window 0");
-        clock.observe(P0, 15_000, now);
+        observe(&mut clock, P0, 15_000, now);
         assert_eq!(
             clock.ready(now),
             vec![first(0)],
             "watermark 10s closes window 0"
         );
-        clock.observe(P0, 24_999, now);
+        observe(&mut clock, P0, 24_999, now);
         assert_eq!(clock.ready(now), vec![]);
-        clock.observe(P0, 26_000, now);
+        observe(&mut clock, P0, 26_000, now);
         assert_eq!(
             clock.ready(now),
             vec![first(10_000)],
@@ -284,14 +302,14 @@ mod tests {
     fn the_slowest_active_partition_holds_the_watermark_until_it_goes_idle() {
         let start = Instant::now();
         let mut clock = clock(tumbling(10_000, 0, 0));
-        clock.observe(P0, 35_000, start);
-        clock.observe(P1, 5_000, start);
+        observe(&mut clock, P0, 35_000, start);
+        observe(&mut clock, P1, 5_000, start);
         clock.set_caught_up(P0, true, start);
         clock.set_caught_up(P1, true, start);
         assert_eq!(clock.watermark(start), Some(5_000));
         assert_eq!(clock.ready(start), vec![], "partition 1 is only at 5s");
         let later = start + Duration::from_secs(29);
-        clock.observe(P0, 36_000, later);
+        observe(&mut clock, P0, 36_000, later);
         assert_eq!(
             clock.ready(later),
             vec![],
@@ -316,7 +334,7 @@ mod tests {
         let now = Instant::now();
         let mut clock = clock(tumbling(10_000, 0, 0));
         clock.set_caught_up(P1, false, now);
-        clock.observe(P0, 50_000, now);
+        observe(&mut clock, P0, 50_000, now);
         assert_eq!(clock.watermark(now), None, "partition 1 has unread records");
         clock.set_caught_up(P1, true, now);
         let quiet = now + Duration::from_secs(29);
@@ -337,11 +355,11 @@ mod tests {
     fn late_records_revise_open_windows_and_are_late_past_the_horizon() {
         let now = Instant::now();
         let mut clock = clock(tumbling(10_000, 0, 20_000));
-        clock.observe(P0, 5_000, now);
-        clock.observe(P0, 12_000, now);
+        observe(&mut clock, P0, 5_000, now);
+        observe(&mut clock, P0, 12_000, now);
         assert_eq!(clock.ready(now), vec![first(0)]);
-        assert_eq!(clock.observe(P0, 3_000, now), Fate::Counted);
-        assert_eq!(clock.observe(P0, 4_000, now), Fate::Counted);
+        assert_eq!(observe(&mut clock, P0, 3_000, now), Fate::Counted);
+        assert_eq!(observe(&mut clock, P0, 4_000, now), Fate::Counted);
         assert_eq!(
             clock.ready(now),
             vec![Emission {
@@ -350,16 +368,16 @@ mod tests {
             }],
             "two late records, one correction"
         );
-        clock.observe(P0, 29_000, now);
+        observe(&mut clock, P0, 29_000, now);
         assert_eq!(clock.ready(now), vec![first(10_000)]);
-        clock.observe(P0, 30_000, now);
+        observe(&mut clock, P0, 30_000, now);
         assert_eq!(
             clock.ready(now),
             vec![first(20_000)],
             "and window 0 is final: 10s + 20s ≤ 30s"
         );
-        assert_eq!(clock.observe(P0, 9_000, now), Fate::Late);
-        assert_eq!(clock.observe(P0, 15_000, now), Fate::Counted);
+        assert_eq!(observe(&mut clock, P0, 9_000, now), Fate::Late);
+        assert_eq!(observe(&mut clock, P0, 15_000, now), Fate::Counted);
         assert_eq!(clock.late_records(), 1);
         assert_eq!(
             clock.ready(now),
@@ -374,10 +392,10 @@ mod tests {
     fn a_late_record_for_a_window_never_emitted_opens_it_at_revision_zero() {
         let now = Instant::now();
         let mut clock = clock(tumbling(10_000, 0, 60_000));
-        clock.observe(P0, 5_000, now);
-        clock.observe(P0, 95_000, now);
+        observe(&mut clock, P0, 5_000, now);
+        observe(&mut clock, P0, 95_000, now);
         assert_eq!(clock.ready(now), vec![first(0)]);
-        clock.observe(P0, 41_000, now);
+        observe(&mut clock, P0, 41_000, now);
         assert_eq!(clock.ready(now), vec![first(40_000)]);
     }
 
@@ -403,8 +421,8 @@ mod tests {
         );
         let now = Instant::now();
         let mut clock = clock(spec);
-        clock.observe(P0, 25_000, now);
-        clock.observe(P0, 50_000, now);
+        observe(&mut clock, P0, 25_000, now);
+        observe(&mut clock, P0, 50_000, now);
         assert_eq!(
             clock.ready(now),
             vec![first(0), first(10_000), first(20_000)]
@@ -415,14 +433,14 @@ mod tests {
     fn a_restored_state_continues_where_the_checkpoint_left_off() {
         let now = Instant::now();
         let mut before = clock(tumbling(10_000, 0, 20_000));
-        before.observe(P0, 5_000, now);
-        before.observe(P0, 15_000, now);
+        observe(&mut before, P0, 5_000, now);
+        observe(&mut before, P0, 15_000, now);
         assert_eq!(before.ready(now), vec![first(0)]);
         let saved: ClockState =
             serde_json::from_str(&serde_json::to_string(before.state()).unwrap()).unwrap();
         let mut after = WindowClock::new(before.spec(), Duration::from_secs(30), saved);
-        after.observe(P0, 1_000, now);
-        after.observe(P0, 21_000, now);
+        observe(&mut after, P0, 1_000, now);
+        observe(&mut after, P0, 21_000, now);
         assert_eq!(
             after.ready(now),
             vec![

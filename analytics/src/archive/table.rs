@@ -11,11 +11,14 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileGroupPartitioner, FileScanConfigBuilder, ParquetSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -26,6 +29,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use polis_telemetry::schema;
 
+use crate::archive::ArchivedFile;
 use crate::store::HotStore;
 
 /// One table of the store, hot and archived; each scan reads the rows present when it is planned.
@@ -97,23 +101,46 @@ impl TableProvider for PolisTable {
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
             source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
         }
-        let mut groups = vec![Vec::new(); target.min(files.len())];
-        let count = groups.len();
-        for (i, file) in files.iter().enumerate() {
+        let mut scanned = Vec::with_capacity(files.len());
+        for file in &files {
             let location = StorePath::from_absolute_path(&file.path)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let mut partitioned = PartitionedFile::new(location.to_string(), file.size);
             partitioned.object_meta.location = location;
-            groups[i % count].push(partitioned);
+            scanned.push(partitioned);
         }
+        let groups = spread(scanned, target, state);
         let archived =
             FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_file_groups(groups)
+                .with_statistics(archived_statistics(&self.schema, &files))
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)
                 .build();
         UnionExec::try_new(vec![hot, DataSourceExec::from_data_source(archived)])
     }
+}
+
+/// `files` in `target` groups of about equal bytes, big files split by byte range (each part
+/// reads the row groups that start in it), so one large hour is scanned on every query thread;
+/// files too small to be worth splitting are dealt round the groups whole.
+fn spread(files: Vec<PartitionedFile>, target: usize, state: &dyn Session) -> Vec<FileGroup> {
+    let min_size = state.config().options().optimizer.repartition_file_min_size;
+    let all = FileGroup::new(files);
+    FileGroupPartitioner::new()
+        .with_target_partitions(target)
+        .with_repartition_file_min_size(min_size)
+        .repartition_file_groups(std::slice::from_ref(&all))
+        .unwrap_or_else(|| all.split_files(target))
+}
+
+/// What the archive knows exactly of `files` without opening them: how many rows they hold,
+/// from their footers, so `count(*)` over the table is answered without a scan.
+fn archived_statistics(schema: &SchemaRef, files: &[Arc<ArchivedFile>]) -> Statistics {
+    let mut statistics = Statistics::new_unknown(schema);
+    statistics.num_rows = Precision::Exact(files.iter().map(|f| f.rows as usize).sum());
+    statistics.total_byte_size = Precision::Inexact(files.iter().map(|f| f.size as usize).sum());
+    statistics
 }
 
 /// The inclusive event-time bounds (ms) `filters` put on `column`, where they put any.
