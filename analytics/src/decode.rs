@@ -1,4 +1,5 @@
-//! Log records → Arrow record batches, one table at a time.
+//! Log records → Arrow record batches, one table at a time: the gateway's flat JSON through
+//! [`flat_json`](crate::flat_json), anything else through arrow-json.
 
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ use polis_telemetry::deadletter::{
     HEADER_CLIENT_ID, HEADER_DETAIL, HEADER_MQTT_TOPIC, HEADER_REASON, HEADER_RECEIVED_AT,
 };
 use polis_telemetry::schema;
+
+use crate::flat_json;
 
 /// A table's rows decoded from records, and the records that did not decode with why.
 pub(crate) struct Decoded<'r> {
@@ -37,7 +40,9 @@ pub(crate) fn decode<'r>(
         });
     }
     let values = schema::value_schema(table).expect("table has a value schema");
-    if let Ok(batch) = json_values(&values, records) {
+    let whole =
+        flat_json::decode(&values, records).map_or_else(|| json_values(&values, records), Ok);
+    if let Ok(batch) = whole {
         let batch = with_positions(full, batch, records)?;
         return Ok(Decoded {
             batch,
@@ -59,7 +64,10 @@ pub(crate) fn decode<'r>(
     })
 }
 
-fn json_values(values: &SchemaRef, records: &[&ConsumedRecord]) -> Result<RecordBatch, ArrowError> {
+pub(crate) fn json_values(
+    values: &SchemaRef,
+    records: &[&ConsumedRecord],
+) -> Result<RecordBatch, ArrowError> {
     let mut decoder = ReaderBuilder::new(values.clone())
         .with_batch_size(records.len().max(1))
         .build_decoder()?;

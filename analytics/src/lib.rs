@@ -20,6 +20,7 @@ mod cpu;
 mod decode;
 mod duplicates;
 mod error;
+mod flat_json;
 mod format;
 pub mod http;
 mod ingest;
