@@ -4,12 +4,11 @@
 //! records with both equal, the first stored counts. A device's records share one partition
 //! (the key is its id), so "first" is the lowest offset, the same after every replay.
 
-use std::collections::HashSet;
-
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::TimestampMillisecondType;
 use arrow::error::ArrowError;
+use datafusion::common::HashSet;
 
 const DEVICE: &str = "device_id";
 

@@ -31,7 +31,7 @@ pub(crate) fn decode(values: &SchemaRef, records: &[&ConsumedRecord]) -> Option<
     let names: Vec<&[u8]> = fields.iter().map(|f| f.name().as_bytes()).collect();
     let nullable: Vec<bool> = fields.iter().map(|f| f.is_nullable()).collect();
     for r in records {
-        let mut cursor = Cursor::new(&r.record.value);
+        let mut cursor = Cursor::new(std::str::from_utf8(&r.record.value).ok()?);
         let seen = object(&mut cursor, &names, &nullable, &mut columns)?;
         cursor.skip_whitespace();
         if !cursor.is_done() {
@@ -68,7 +68,7 @@ fn object(
     let mut hint = 0;
     loop {
         let key = cursor.plain_string()?;
-        let i = position(names, key, hint)?;
+        let i = position(names, key.as_bytes(), hint)?;
         if seen & (1 << i) != 0 {
             return None;
         }
@@ -128,7 +128,7 @@ impl Column {
 
     fn append(&mut self, cursor: &mut Cursor) -> Option<()> {
         match self {
-            Column::Utf8(b) => b.append_value(std::str::from_utf8(cursor.plain_string()?).ok()?),
+            Column::Utf8(b) => b.append_value(cursor.plain_string()?),
             Column::Int64(b) => b.append_value(cursor.integer()?.parse().ok()?),
             Column::UInt32(b) => b.append_value(cursor.integer()?.parse().ok()?),
             Column::Float64(b) => {
@@ -145,7 +145,7 @@ impl Column {
                 };
                 b.append_value(value);
             }
-            Column::Timestamp(b) => b.append_value(utc_millis(cursor.plain_string()?)?),
+            Column::Timestamp(b) => b.append_value(utc_millis(cursor.plain_string()?.as_bytes())?),
         }
         Some(())
     }
@@ -211,15 +211,45 @@ fn digits(text: &[u8]) -> Option<u32> {
     })
 }
 
-/// A position in one record's bytes.
+/// Where `bytes` first hold a quote, a backslash or a control character: eight bytes at a time.
+fn string_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero_in = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let special = zero_in(word ^ (ONES * u64::from(b'"')))
+            | zero_in(word ^ (ONES * u64::from(b'\\')))
+            | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS);
+        if special != 0 {
+            // The lowest flagged byte is exact: borrows only ever flag bytes above a true hit.
+            return Some(at + special.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| at + i)
+}
+
+/// A position in one record's text. Every slice it hands out starts and ends next to an ASCII
+/// byte, so the text is checked for UTF-8 once, not per value.
 struct Cursor<'a> {
+    text: &'a str,
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Cursor { bytes, at: 0 }
+    fn new(text: &'a str) -> Self {
+        Cursor {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+        }
     }
 
     fn is_done(&self) -> bool {
@@ -259,17 +289,14 @@ impl<'a> Cursor<'a> {
         matches
     }
 
-    /// The bytes of a string without escapes or control characters.
-    fn plain_string(&mut self) -> Option<&'a [u8]> {
+    /// A string without escapes or control characters.
+    fn plain_string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
-        loop {
-            match self.next()? {
-                b'"' => return Some(&self.bytes[start..self.at - 1]),
-                b'\\' | 0..=0x1f => return None,
-                _ => {}
-            }
-        }
+        let length = string_end(&self.bytes[start..])?;
+        self.at = start + length;
+        self.expect(b'"')?;
+        Some(&self.text[start..start + length])
     }
 
     /// An integer in JSON's grammar, not followed by a fraction or an exponent.
@@ -280,7 +307,7 @@ impl<'a> Cursor<'a> {
         if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        self.text_from(start)
+        Some(self.text_from(start))
     }
 
     /// A number in JSON's grammar.
@@ -298,7 +325,7 @@ impl<'a> Cursor<'a> {
             }
             self.some_digits()?;
         }
-        self.text_from(start)
+        Some(self.text_from(start))
     }
 
     /// `0` or a digit sequence without a leading zero.
@@ -317,8 +344,8 @@ impl<'a> Cursor<'a> {
         (self.at > start).then_some(())
     }
 
-    fn text_from(&self, start: usize) -> Option<&'a str> {
-        std::str::from_utf8(&self.bytes[start..self.at]).ok()
+    fn text_from(&self, start: usize) -> &'a str {
+        &self.text[start..self.at]
     }
 }
 
@@ -460,6 +487,21 @@ mod tests {
             if fast.is_some() {
                 prop_assert_eq!(fast, general);
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn string_ends_are_found_where_a_byte_scan_finds_them(
+            bytes in prop::collection::vec(prop_oneof![
+                8 => 0x20u8..=0xff,
+                1 => Just(b'"'),
+                1 => Just(b'\\'),
+                1 => 0u8..0x20,
+            ], 0..40)
+        ) {
+            let scanned = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            prop_assert_eq!(string_end(&bytes), scanned);
         }
     }
 
