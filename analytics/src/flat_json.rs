@@ -67,8 +67,10 @@ fn object(
     }
     let mut hint = 0;
     loop {
-        let key = cursor.plain_string()?;
-        let i = position(names, key.as_bytes(), hint)?;
+        let i = match names.get(hint) {
+            Some(name) if cursor.key(name) => hint,
+            _ => position(names, cursor.plain_string()?.as_bytes())?,
+        };
         if seen & (1 << i) != 0 {
             return None;
         }
@@ -94,11 +96,7 @@ fn object(
     }
 }
 
-/// The column named `key`, looked for first where the previous key's successor would be.
-fn position(names: &[&[u8]], key: &[u8], hint: usize) -> Option<usize> {
-    if names.get(hint) == Some(&key) {
-        return Some(hint);
-    }
+fn position(names: &[&[u8]], key: &[u8]) -> Option<usize> {
     names.iter().position(|n| *n == key)
 }
 
@@ -285,6 +283,20 @@ impl<'a> Cursor<'a> {
         let matches = self.bytes[self.at..].starts_with(word);
         if matches {
             self.advance(word.len());
+        }
+        matches
+    }
+
+    /// Consumes the key `name` (quoted) if it is the one here. The gateway writes keys in column
+    /// order, so the key after column i is tried as column i + 1 before any other.
+    fn key(&mut self, name: &[u8]) -> bool {
+        let here = &self.bytes[self.at..];
+        let matches = here.len() > name.len() + 1
+            && here[0] == b'"'
+            && here[name.len() + 1] == b'"'
+            && &here[1..=name.len()] == name;
+        if matches {
+            self.advance(name.len() + 2);
         }
         matches
     }
