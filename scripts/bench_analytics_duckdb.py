@@ -7,7 +7,7 @@ its readings per second on that core are set against Polis's ingest per CPU-seco
 Queries: every statement of QUERIES over a view of DIR/archive/traffic/**/*.parquet, the files
 Polis archived, with DuckDB's default threads (2 here, as analytics.query_threads). Each runs
 five times; the medians are set against Polis's medians from POLIS_JSONL, and the row counts must
-agree.
+agree. Without an ingest line in POLIS_JSONL (`analytics_bench queries ...`) only the queries run.
 
     python3 scripts/bench_analytics_duckdb.py DIR QUERIES POLIS_JSONL
 """
@@ -50,14 +50,8 @@ def timed(con, sql, runs):
     return statistics.median(times), rows
 
 
-def main():
-    directory, queries, polis_jsonl = sys.argv[1:4]
-    polis = [json.loads(l) for l in Path(polis_jsonl).read_text().splitlines() if l.strip()]
-    ingest = next(p["ingest"] for p in polis if "ingest" in p)
-    polis_queries = [p for p in polis if "sql" in p]
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+def compare_ingest(con, directory, ingest):
+    """DuckDB's decode and window of the sample on one thread, against Polis's `ingest` line."""
     con.execute("SET threads = 1")
     sample = Path(directory) / "sample.ndjson"
     sample_rows = sum(1 for _ in sample.open("rb"))
@@ -78,6 +72,18 @@ def main():
     print(f"Polis per CPU-second / DuckDB per core: {ingest['events_per_cpu_s'] / duck_rate:.2f}")
 
     con.execute("RESET threads")
+
+
+def main():
+    directory, queries, polis_jsonl = sys.argv[1:4]
+    polis = [json.loads(l) for l in Path(polis_jsonl).read_text().splitlines() if l.strip()]
+    ingest = next((p["ingest"] for p in polis if "ingest" in p), None)
+    polis_queries = [p for p in polis if "sql" in p]
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    if ingest is not None:
+        compare_ingest(con, directory, ingest)
     archive = Path(directory) / "archive" / "traffic"
     con.execute(f"CREATE VIEW traffic AS SELECT * FROM read_parquet('{archive}/**/*.parquet')")
     print()

@@ -19,12 +19,13 @@ use chrono::{NaiveDate, NaiveTime};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::metadata::{KeyValue, ParquetMetaDataReader};
+use datafusion::parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader};
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::statistics::Statistics;
 use polis_telemetry::schema;
 use serde::{Deserialize, Serialize};
 
-use super::{ArchivedFile, HOUR_MS, Offsets, hour_folder};
+use super::{ArchivedFile, HOUR_MS, Offsets, RowGroupSpan, hour_folder};
 use crate::error::ArchiveError;
 use crate::store::event_times;
 
@@ -35,6 +36,9 @@ const EXTENSION: &str = "parquet";
 const TEMPORARY: &str = "tmp";
 /// The file in a table folder naming the hour before which retention deleted everything.
 const EXPIRED: &str = "_expired.json";
+/// Rows per row group: small enough that a query reads only the groups its time range
+/// touches and splits even a few of them over its threads, large enough to compress well.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct Expired {
@@ -101,12 +105,18 @@ pub(crate) fn write(
         replaces: replaced,
         newest_ms,
     };
-    let written = write_temporary(&temporary, schema, batches, &footer).and_then(|(rows, size)| {
-        fs::rename(&temporary, &path).map_err(|e| ArchiveError::io(&path, e))?;
-        sync_folder(&folder)?;
-        Ok((rows, size))
-    });
-    let (rows, size) = match written {
+    let written =
+        write_temporary(&temporary, schema, batches, &footer).and_then(|(metadata, size)| {
+            fs::rename(&temporary, &path).map_err(|e| ArchiveError::io(&path, e))?;
+            sync_folder(&folder)?;
+            let rows = metadata.file_metadata().num_rows() as u64;
+            Ok((
+                rows,
+                size,
+                row_groups(&metadata, schema::event_time_column(table)),
+            ))
+        });
+    let (rows, size, row_groups) = match written {
         Ok(done) => done,
         Err(e) => {
             if temporary.exists() {
@@ -120,6 +130,7 @@ pub(crate) fn write(
         hour_ms,
         size,
         rows,
+        row_groups,
         newest_ms,
         offsets: footer.offsets,
         replaces: footer.replaces,
@@ -133,15 +144,16 @@ struct Footer {
     newest_ms: i64,
 }
 
-/// Writes `batches` with `footer` to `temporary` and fsyncs it; returns its rows and size.
+/// Writes `batches` with `footer` to `temporary` and fsyncs it; returns its metadata and size.
 fn write_temporary(
     temporary: &Path,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     footer: &Footer,
-) -> Result<(u64, u64), ArchiveError> {
+) -> Result<(ParquetMetaData, u64), ArchiveError> {
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_key_value_metadata(Some(vec![
             KeyValue::new(
                 OFFSETS_KEY.to_string(),
@@ -160,20 +172,39 @@ fn write_temporary(
         source: e,
     };
     let mut writer =
-        ArrowWriter::try_new(file, schema.clone(), Some(properties)).map_err(parquet)?;
-    let mut rows = 0;
+        ArrowWriter::try_new(&file, schema.clone(), Some(properties)).map_err(parquet)?;
     for batch in batches {
-        rows += batch.num_rows() as u64;
         writer.write(batch).map_err(parquet)?;
     }
-    let file = writer.into_inner().map_err(parquet)?;
+    let metadata = writer.close().map_err(parquet)?;
     file.sync_all()
         .map_err(|e| ArchiveError::io(temporary, e))?;
     let size = file
         .metadata()
         .map_err(|e| ArchiveError::io(temporary, e))?
         .len();
-    Ok((rows, size))
+    Ok((metadata, size))
+}
+
+/// The row groups `metadata` lists, with the event times in `time_column` its statistics give.
+fn row_groups(metadata: &ParquetMetaData, time_column: &str) -> Vec<RowGroupSpan> {
+    let column = metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == time_column);
+    metadata
+        .row_groups()
+        .iter()
+        .map(|group| RowGroupSpan {
+            rows: group.num_rows() as u64,
+            event_time_ms: column.and_then(|c| match group.column(c).statistics()? {
+                Statistics::Int64(times) => Some((*times.min_opt()?, *times.max_opt()?)),
+                _ => None,
+            }),
+        })
+        .collect()
 }
 
 /// Every row of `file`.
@@ -214,8 +245,8 @@ fn sync_folder(folder: &Path) -> Result<(), ArchiveError> {
         .map_err(|e| ArchiveError::io(folder, e))
 }
 
-/// The footer of a file: its rows, and what Polis wrote in it.
-fn footer(path: &Path) -> Result<(u64, Footer), ArchiveError> {
+/// The footer of a file: its row groups, and what Polis wrote in it.
+fn footer(path: &Path, time_column: &str) -> Result<(Vec<RowGroupSpan>, Footer), ArchiveError> {
     let f = File::open(path).map_err(|e| ArchiveError::io(path, e))?;
     let metadata = ParquetMetaDataReader::new()
         .parse_and_finish(&f)
@@ -251,7 +282,7 @@ fn footer(path: &Path) -> Result<(u64, Footer), ArchiveError> {
         replaces,
         newest_ms,
     };
-    Ok((meta.num_rows() as u64, footer))
+    Ok((row_groups(&metadata, time_column), footer))
 }
 
 /// The start of the hour a `date=YYYY-MM-DD/hour=HH` folder stands for.
@@ -364,7 +395,7 @@ pub(crate) fn open(
                 }
                 continue;
             }
-            files.extend(open_hour(&hour, hour_ms)?);
+            files.extend(open_hour(&hour, hour_ms, schema::event_time_column(table))?);
         }
         // An empty date folder (its hours expired) goes; one holding hours stays.
         let _ = fs::remove_dir(&date);
@@ -373,14 +404,18 @@ pub(crate) fn open(
 }
 
 /// The files of one hour folder, after deleting temporary and replaced files.
-fn open_hour(hour: &Path, hour_ms: i64) -> Result<Vec<ArchivedFile>, ArchiveError> {
+fn open_hour(
+    hour: &Path,
+    hour_ms: i64,
+    time_column: &str,
+) -> Result<Vec<ArchivedFile>, ArchiveError> {
     let mut found: BTreeMap<String, ArchivedFile> = BTreeMap::new();
     let mut replaced = Vec::new();
     for path in entries(hour)? {
         match path.extension().and_then(|e| e.to_str()) {
             Some(TEMPORARY) => delete(std::slice::from_ref(&path)),
             Some(EXTENSION) if path.is_file() => {
-                let (rows, footer) = footer(&path)?;
+                let (row_groups, footer) = footer(&path, time_column)?;
                 let size = fs::metadata(&path)
                     .map_err(|e| ArchiveError::io(&path, e))?
                     .len();
@@ -389,7 +424,8 @@ fn open_hour(hour: &Path, hour_ms: i64) -> Result<Vec<ArchivedFile>, ArchiveErro
                     path: path.clone(),
                     hour_ms,
                     size,
-                    rows,
+                    rows: row_groups.iter().map(|g| g.rows).sum(),
+                    row_groups,
                     newest_ms: footer.newest_ms,
                     offsets: footer.offsets,
                     replaces: footer.replaces,

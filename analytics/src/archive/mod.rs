@@ -144,11 +144,30 @@ pub(crate) struct ArchivedFile {
     pub hour_ms: i64,
     pub size: u64,
     pub rows: u64,
+    /// Its row groups, in file order.
+    pub row_groups: Vec<RowGroupSpan>,
     /// The highest event time among its rows.
     pub newest_ms: i64,
     pub offsets: Offsets,
     /// The names of the files this compacted file replaces.
     pub replaces: Vec<String>,
+}
+
+/// One row group of an archived file, as its footer describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowGroupSpan {
+    pub rows: u64,
+    /// The lowest and highest event time (ms) among its rows, where the footer has them.
+    pub event_time_ms: Option<(i64, i64)>,
+}
+
+impl RowGroupSpan {
+    /// Whether a row with an event time within the inclusive `bounds` can be in it.
+    pub fn can_hold(&self, (from, to): (Option<i64>, Option<i64>)) -> bool {
+        self.event_time_ms.is_none_or(|(lowest, highest)| {
+            from.is_none_or(|from| highest >= from) && to.is_none_or(|to| lowest <= to)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -16,9 +16,8 @@ use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::{
-    FileGroup, FileGroupPartitioner, FileScanConfigBuilder, ParquetSource,
-};
+use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -101,19 +100,12 @@ impl TableProvider for PolisTable {
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
             source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
         }
-        let mut scanned = Vec::with_capacity(files.len());
-        for file in &files {
-            let location = StorePath::from_absolute_path(&file.path)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let mut partitioned = PartitionedFile::new(location.to_string(), file.size);
-            partitioned.object_meta.location = location;
-            scanned.push(partitioned);
-        }
-        let groups = spread(scanned, target, state);
+        let (groups, rows) = schedule(&files, (from, to), target)?;
+        let statistics = archived_statistics(&self.schema, &files, rows, filters.is_empty());
         let archived =
             FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
                 .with_file_groups(groups)
-                .with_statistics(archived_statistics(&self.schema, &files))
+                .with_statistics(statistics)
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)
                 .build();
@@ -121,24 +113,78 @@ impl TableProvider for PolisTable {
     }
 }
 
-/// `files` in `target` groups of about equal bytes, big files split by byte range (each part
-/// reads the row groups that start in it), so one large hour is scanned on every query thread;
-/// files too small to be worth splitting are dealt round the groups whole.
-fn spread(files: Vec<PartitionedFile>, target: usize, state: &dyn Session) -> Vec<FileGroup> {
-    let min_size = state.config().options().optimizer.repartition_file_min_size;
-    let all = FileGroup::new(files);
-    FileGroupPartitioner::new()
-        .with_target_partitions(target)
-        .with_repartition_file_min_size(min_size)
-        .repartition_file_groups(std::slice::from_ref(&all))
-        .unwrap_or_else(|| all.split_files(target))
+/// The row groups of `files` that can hold an event time within `bounds`, in at most `target`
+/// groups of about equal rows, each a run of row groups in file order, so that even a short
+/// time range inside one big file is read on every query thread; and how many rows they hold.
+fn schedule(
+    files: &[Arc<ArchivedFile>],
+    bounds: (Option<i64>, Option<i64>),
+    target: usize,
+) -> Result<(Vec<FileGroup>, u64), DataFusionError> {
+    let chosen: Vec<(usize, usize, u64)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(f, file)| {
+            let groups = file.row_groups.iter().enumerate();
+            groups
+                .filter(|(_, span)| span.rows > 0 && span.can_hold(bounds))
+                .map(move |(g, span)| (f, g, span.rows))
+        })
+        .collect();
+    let total: u64 = chosen.iter().map(|(_, _, rows)| rows).sum();
+    let mut shares: Vec<Vec<(usize, usize)>> = vec![Vec::new(); target];
+    let mut before = 0;
+    for (f, g, rows) in chosen {
+        // Each row group goes to the share its middle row falls in.
+        let middle = before + rows / 2;
+        shares[(middle * target as u64 / total.max(1)) as usize].push((f, g));
+        before += rows;
+    }
+    let groups = shares
+        .into_iter()
+        .filter(|share| !share.is_empty())
+        .map(|share| file_group(files, &share))
+        .collect::<Result<_, _>>()?;
+    Ok((groups, total))
 }
 
-/// What the archive knows exactly of `files` without opening them: how many rows they hold,
-/// from their footers, so `count(*)` over the table is answered without a scan.
-fn archived_statistics(schema: &SchemaRef, files: &[Arc<ArchivedFile>]) -> Statistics {
+/// One scan group reading the row groups `(file, group)` of `share`, in order: each file once,
+/// told by an access plan which of its row groups to read.
+fn file_group(
+    files: &[Arc<ArchivedFile>],
+    share: &[(usize, usize)],
+) -> Result<FileGroup, DataFusionError> {
+    let mut scanned = Vec::new();
+    for run in share.chunk_by(|a, b| a.0 == b.0) {
+        let file = &files[run[0].0];
+        let mut plan = ParquetAccessPlan::new_none(file.row_groups.len());
+        for (_, group) in run {
+            plan.scan(*group);
+        }
+        let location = StorePath::from_absolute_path(&file.path)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut partitioned = PartitionedFile::new(location.to_string(), file.size);
+        partitioned.object_meta.location = location;
+        scanned.push(partitioned.with_extension(plan));
+    }
+    Ok(FileGroup::new(scanned))
+}
+
+/// What the archive knows of `files` without opening them: the `rows` of the row groups a
+/// scan reads, from their footers, exact when no filter can drop any, so `count(*)` over the
+/// table is answered without a scan.
+fn archived_statistics(
+    schema: &SchemaRef,
+    files: &[Arc<ArchivedFile>],
+    rows: u64,
+    exact: bool,
+) -> Statistics {
     let mut statistics = Statistics::new_unknown(schema);
-    statistics.num_rows = Precision::Exact(files.iter().map(|f| f.rows as usize).sum());
+    statistics.num_rows = if exact {
+        Precision::Exact(rows as usize)
+    } else {
+        Precision::Inexact(rows as usize)
+    };
     statistics.total_byte_size = Precision::Inexact(files.iter().map(|f| f.size as usize).sum());
     statistics
 }
@@ -225,9 +271,73 @@ fn millis(expr: &Expr) -> Option<(i64, i64)> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use datafusion::prelude::{col, lit};
 
     use super::*;
+    use crate::archive::{Offsets, RowGroupSpan};
+
+    /// A file of row groups of `rows` rows each, the n-th holding event times [10n, 10n + 9].
+    fn file(name: &str, groups: &[u64]) -> Arc<ArchivedFile> {
+        let row_groups: Vec<RowGroupSpan> = (0..groups.len() as i64)
+            .map(|n| RowGroupSpan {
+                rows: groups[n as usize],
+                event_time_ms: Some((10 * n, 10 * n + 9)),
+            })
+            .collect();
+        Arc::new(ArchivedFile {
+            path: PathBuf::from(format!("/archive/{name}.parquet")),
+            hour_ms: 0,
+            size: 1_000,
+            rows: groups.iter().sum(),
+            row_groups,
+            newest_ms: 10 * groups.len() as i64,
+            offsets: Offsets::default(),
+            replaces: Vec::new(),
+        })
+    }
+
+    /// Each scan group as `(file name, row groups read)` per file it opens.
+    fn read(groups: &[FileGroup]) -> Vec<Vec<(String, Vec<usize>)>> {
+        groups
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|f| {
+                        let plan = f.extension::<ParquetAccessPlan>().expect("an access plan");
+                        let name = f.object_meta.location.filename().unwrap_or_default();
+                        (name.to_string(), plan.row_group_indexes())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_row_groups_within_the_time_range_are_read_split_evenly_over_the_threads() {
+        let files = [
+            file("a", &[100, 100, 100, 100, 100]),
+            file("b", &[100, 0, 100]),
+        ];
+        let (groups, rows) = schedule(&files, (Some(15), Some(41)), 2).unwrap();
+        assert_eq!(rows, 500);
+        let a = |groups: Vec<usize>| ("a.parquet".to_string(), groups);
+        let b = |groups: Vec<usize>| ("b.parquet".to_string(), groups);
+        assert_eq!(
+            read(&groups),
+            vec![vec![a(vec![1, 2])], vec![a(vec![3, 4]), b(vec![2])]]
+        );
+        let (groups, rows) = schedule(&files, (None, None), 2).unwrap();
+        assert_eq!(rows, 700);
+        assert_eq!(
+            read(&groups),
+            vec![vec![a(vec![0, 1, 2])], vec![a(vec![3, 4]), b(vec![0, 2])]]
+        );
+        let (groups, rows) = schedule(&files, (Some(1_000), None), 2).unwrap();
+        assert_eq!((groups.len(), rows), (0, 0));
+    }
 
     fn ts(ms: i64) -> Expr {
         lit(ScalarValue::TimestampMillisecond(
