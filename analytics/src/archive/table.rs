@@ -1,9 +1,10 @@
 //! One SQL table: the union of its hot rows and its archived files, pruned by event time.
 //!
 //! Filters on the table's event-time column bound the scan ([`time_bounds`]): only the hot
-//! buckets and archived hours that can hold a matching row are read, the rest never opened.
-//! Every filter is also handed to the Parquet reader for row-group pruning; DataFusion still
-//! applies all of them to the rows (`Inexact`), so the pruning only ever skips non-matching data.
+//! buckets, archived hours and row groups that can hold a matching row are read, the rest never
+//! opened. DataFusion's filter pushdown hands every filter to the Parquet reader as well, for
+//! row-group and page pruning by statistics, and still applies them all to the rows
+//! (`Inexact`), so the pruning only ever skips non-matching data.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
-use datafusion::common::{DFSchema, ScalarValue, Statistics};
+use datafusion::common::{ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -21,7 +22,6 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::object_store::path::Path as StorePath;
 use datafusion::physical_plan::ExecutionPlan;
@@ -95,11 +95,7 @@ impl TableProvider for PolisTable {
         if files.is_empty() {
             return Ok(hot);
         }
-        let mut source = ParquetSource::new(self.schema.clone());
-        if let Some(predicate) = conjunction(filters.iter().cloned()) {
-            let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-        }
+        let source = ParquetSource::new(self.schema.clone());
         let (groups, rows) = schedule(&files, (from, to), target)?;
         let statistics = archived_statistics(&self.schema, &files, rows, filters.is_empty());
         let archived =
