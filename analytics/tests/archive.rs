@@ -314,6 +314,9 @@ async fn rows_are_counted_once_while_hours_roll_restart_and_compact() {
     assert_eq!(running.totals(&by_hour("01:00", "02:00")).await, (6, 57));
     assert_eq!(running.totals(&by_hour("00:30", "02:30")).await, (12, 114));
     assert_eq!(running.totals(&by_hour("02:00", "06:00")).await, (7, 193));
+    // Within an archived hour but past its last reading: no row group of its file can match.
+    assert_eq!(running.totals(&by_hour("00:56", "00:59")).await, (0, 0));
+    assert_eq!(running.totals(&by_hour("00:50", "00:59")).await, (1, 6));
     running.stop().await;
 
     // After a restart the log is replayed from its start: no archived row comes in twice.

@@ -92,11 +92,11 @@ impl TableProvider for PolisTable {
             MemorySourceConfig::try_new(&partitions, self.schema.clone(), projection.cloned())?
                 .with_limit(limit);
         let hot = DataSourceExec::from_data_source(hot);
-        if files.is_empty() {
+        let (groups, rows) = schedule(&files, (from, to), target)?;
+        if groups.is_empty() {
             return Ok(hot);
         }
         let source = ParquetSource::new(self.schema.clone());
-        let (groups, rows) = schedule(&files, (from, to), target)?;
         let statistics = archived_statistics(&self.schema, &files, rows, filters.is_empty());
         let archived =
             FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
