@@ -109,14 +109,12 @@ pub(crate) fn write(
         write_temporary(&temporary, schema, batches, &footer).and_then(|(metadata, size)| {
             fs::rename(&temporary, &path).map_err(|e| ArchiveError::io(&path, e))?;
             sync_folder(&folder)?;
-            let rows = metadata.file_metadata().num_rows() as u64;
             Ok((
-                rows,
                 size,
                 row_groups(&metadata, schema::event_time_column(table)),
             ))
         });
-    let (rows, size, row_groups) = match written {
+    let (size, row_groups) = match written {
         Ok(done) => done,
         Err(e) => {
             if temporary.exists() {
@@ -129,7 +127,6 @@ pub(crate) fn write(
         path,
         hour_ms,
         size,
-        rows,
         row_groups,
         newest_ms,
         offsets: footer.offsets,
@@ -424,7 +421,6 @@ fn open_hour(
                     path: path.clone(),
                     hour_ms,
                     size,
-                    rows: row_groups.iter().map(|g| g.rows).sum(),
                     row_groups,
                     newest_ms: footer.newest_ms,
                     offsets: footer.offsets,

@@ -143,7 +143,6 @@ pub(crate) struct ArchivedFile {
     /// The start of its hour of event time.
     pub hour_ms: i64,
     pub size: u64,
-    pub rows: u64,
     /// Its row groups, in file order.
     pub row_groups: Vec<RowGroupSpan>,
     /// The highest event time among its rows.
@@ -151,6 +150,13 @@ pub(crate) struct ArchivedFile {
     pub offsets: Offsets,
     /// The names of the files this compacted file replaces.
     pub replaces: Vec<String>,
+}
+
+impl ArchivedFile {
+    /// How many rows it holds.
+    pub fn rows(&self) -> u64 {
+        self.row_groups.iter().map(|g| g.rows).sum()
+    }
 }
 
 /// One row group of an archived file, as its footer describes it.

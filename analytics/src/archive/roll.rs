@@ -78,7 +78,7 @@ impl Archiver {
                     &[],
                 ) {
                     Ok(file) => {
-                        tracing::debug!(table, path = %file.path.display(), rows = file.rows, "archived an hour");
+                        tracing::debug!(table, path = %file.path.display(), rows = file.rows(), "archived an hour");
                         self.store.commit_roll(table, &roll, Arc::new(file));
                     }
                     Err(e) => {

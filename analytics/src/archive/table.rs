@@ -286,7 +286,6 @@ mod tests {
             path: PathBuf::from(format!("/archive/{name}.parquet")),
             hour_ms: 0,
             size: 1_000,
-            rows: groups.iter().sum(),
             row_groups,
             newest_ms: 10 * groups.len() as i64,
             offsets: Offsets::default(),
