@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringBuilder,
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringViewBuilder,
     TimestampMillisecondBuilder,
 };
 use arrow::datatypes::SchemaRef;
@@ -113,14 +113,14 @@ fn with_positions(
 }
 
 fn dead_letters(full: SchemaRef, records: &[&ConsumedRecord]) -> Result<RecordBatch, ArrowError> {
-    let mut device_id = StringBuilder::new();
-    let mut mqtt_topic = StringBuilder::new();
-    let mut client_id = StringBuilder::new();
-    let mut reason = StringBuilder::new();
-    let mut detail = StringBuilder::new();
+    let mut device_id = StringViewBuilder::new();
+    let mut mqtt_topic = StringViewBuilder::new();
+    let mut client_id = StringViewBuilder::new();
+    let mut reason = StringViewBuilder::new();
+    let mut detail = StringViewBuilder::new();
     let mut received_at = TimestampMillisecondBuilder::new().with_timezone("UTC");
     let mut payload = BinaryBuilder::new();
-    let mut payload_text = StringBuilder::new();
+    let mut payload_text = StringViewBuilder::new();
     for r in records {
         let header = |name| {
             r.record
@@ -265,7 +265,7 @@ pub(crate) mod tests {
             batch
                 .column_by_name("reason")
                 .unwrap()
-                .as_string::<i32>()
+                .as_string_view()
                 .value(0),
             "malformed_json"
         );
@@ -282,7 +282,7 @@ pub(crate) mod tests {
             batch
                 .column_by_name("device_id")
                 .unwrap()
-                .as_string::<i32>()
+                .as_string_view()
                 .value(0),
             "tc-1"
         );

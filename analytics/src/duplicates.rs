@@ -27,7 +27,7 @@ pub(crate) fn first_readings(
                 ArrowError::SchemaError(format!("a telemetry table without column `{name}`"))
             })
         };
-        let devices = column(DEVICE)?.as_string::<i32>();
+        let devices = column(DEVICE)?.as_string_view();
         let times = column(time_column)?.as_primitive::<TimestampMillisecondType>();
         let keep: BooleanArray = (0..batch.num_rows())
             .map(|row| Some(seen.insert((devices.value(row), times.value(row)))))
@@ -45,7 +45,7 @@ pub(crate) fn first_readings(
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow::array::{ArrayRef, Int64Array, StringViewArray, TimestampMillisecondArray};
 
     use super::*;
 
@@ -53,7 +53,7 @@ mod tests {
         RecordBatch::try_from_iter([
             (
                 "device_id",
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+                Arc::new(StringViewArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
             ),
             (
                 "observed_at",

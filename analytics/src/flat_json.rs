@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringViewBuilder,
     TimestampMillisecondBuilder, UInt32Builder,
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -101,7 +101,7 @@ fn position(names: &[&[u8]], key: &[u8]) -> Option<usize> {
 }
 
 enum Column {
-    Utf8(StringBuilder),
+    Text(StringViewBuilder),
     Int64(Int64Builder),
     UInt32(UInt32Builder),
     Float64(Float64Builder),
@@ -112,7 +112,7 @@ enum Column {
 impl Column {
     fn new(data_type: &DataType, rows: usize) -> Option<Self> {
         Some(match data_type {
-            DataType::Utf8 => Column::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
+            DataType::Utf8View => Column::Text(StringViewBuilder::with_capacity(rows)),
             DataType::Int64 => Column::Int64(Int64Builder::with_capacity(rows)),
             DataType::UInt32 => Column::UInt32(UInt32Builder::with_capacity(rows)),
             DataType::Float64 => Column::Float64(Float64Builder::with_capacity(rows)),
@@ -126,7 +126,7 @@ impl Column {
 
     fn append(&mut self, cursor: &mut Cursor) -> Option<()> {
         match self {
-            Column::Utf8(b) => b.append_value(cursor.plain_string()?),
+            Column::Text(b) => b.append_value(cursor.plain_string()?),
             Column::Int64(b) => b.append_value(cursor.integer()?.parse().ok()?),
             Column::UInt32(b) => b.append_value(cursor.integer()?.parse().ok()?),
             Column::Float64(b) => {
@@ -150,7 +150,7 @@ impl Column {
 
     fn append_null(&mut self) {
         match self {
-            Column::Utf8(b) => b.append_null(),
+            Column::Text(b) => b.append_null(),
             Column::Int64(b) => b.append_null(),
             Column::UInt32(b) => b.append_null(),
             Column::Float64(b) => b.append_null(),
@@ -161,7 +161,7 @@ impl Column {
 
     fn finish(&mut self) -> ArrayRef {
         match self {
-            Column::Utf8(b) => Arc::new(b.finish()),
+            Column::Text(b) => Arc::new(b.finish()),
             Column::Int64(b) => Arc::new(b.finish()),
             Column::UInt32(b) => Arc::new(b.finish()),
             Column::Float64(b) => Arc::new(b.finish()),
@@ -387,8 +387,8 @@ mod tests {
     /// A value for a column as the gateway would write it, or a spelling only arrow-json takes.
     fn column_value(data_type: &DataType, odd: bool) -> BoxedStrategy<Value> {
         match (data_type, odd) {
-            (DataType::Utf8, false) => "[a-z0-9 ./-]{0,12}".prop_map(Value::from).boxed(),
-            (DataType::Utf8, true) => "[a-z\"\\\\\u{e9}\n]{1,4}".prop_map(Value::from).boxed(),
+            (DataType::Utf8View, false) => "[a-z0-9 ./-]{0,20}".prop_map(Value::from).boxed(),
+            (DataType::Utf8View, true) => "[a-z\"\\\\\u{e9}\n]{1,4}".prop_map(Value::from).boxed(),
             (DataType::Int64, false) => any::<i64>().prop_map(Value::from).boxed(),
             (DataType::UInt32, false) => any::<u32>().prop_map(Value::from).boxed(),
             (DataType::Int64 | DataType::UInt32, true) => prop_oneof![

@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(columns, ["device_id", "vehicles"]);
         assert_eq!(
             description.parameters,
-            [Some(DataType::Utf8), Some(DataType::Int64)]
+            [Some(DataType::Utf8View), Some(DataType::Int64)]
         );
         let result = sql
             .query_parsed(

@@ -34,6 +34,12 @@ pub fn event_time_column(table: &str) -> &'static str {
     }
 }
 
+/// The type of every string column: views, which the Parquet reader fills without copying short
+/// strings twice and which DataFusion groups and compares by their inline 16 bytes.
+pub fn text() -> DataType {
+    DataType::Utf8View
+}
+
 pub fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
@@ -47,8 +53,8 @@ pub fn value_schema(table: &str) -> Option<SchemaRef> {
     let ts = timestamp;
     let fields = match table {
         "traffic" => vec![
-            field("device_id", DataType::Utf8, false),
-            field("district", DataType::Utf8, false),
+            field("device_id", text(), false),
+            field("district", text(), false),
             field("observed_at", ts(), false),
             field("ingested_at", ts(), false),
             field("lane_id", DataType::Int64, true),
@@ -59,8 +65,8 @@ pub fn value_schema(table: &str) -> Option<SchemaRef> {
             field("sequence", DataType::Int64, true),
         ],
         "energy" => vec![
-            field("device_id", DataType::Utf8, false),
-            field("district", DataType::Utf8, false),
+            field("device_id", text(), false),
+            field("district", text(), false),
             field("observed_at", ts(), false),
             field("ingested_at", ts(), false),
             field("active_power_kw", DataType::Float64, false),
@@ -71,24 +77,24 @@ pub fn value_schema(table: &str) -> Option<SchemaRef> {
             field("sequence", DataType::Int64, true),
         ],
         "transport" => vec![
-            field("device_id", DataType::Utf8, false),
-            field("district", DataType::Utf8, false),
+            field("device_id", text(), false),
+            field("district", text(), false),
             field("observed_at", ts(), false),
             field("ingested_at", ts(), false),
-            field("route_id", DataType::Utf8, false),
+            field("route_id", text(), false),
             field("latitude_deg", DataType::Float64, false),
             field("longitude_deg", DataType::Float64, false),
             field("speed_kmh", DataType::Float64, false),
             field("bearing_deg", DataType::Float64, true),
-            field("service_status", DataType::Utf8, true),
+            field("service_status", text(), true),
             field("delay_s", DataType::Float64, false),
             field("occupancy_ratio", DataType::Float64, true),
             field("sequence", DataType::Int64, true),
         ],
         "metrics" => vec![
-            field("metric", DataType::Utf8, false),
-            field("entity_kind", DataType::Utf8, false),
-            field("entity", DataType::Utf8, false),
+            field("metric", text(), false),
+            field("entity_kind", text(), false),
+            field("entity", text(), false),
             field("window_start", ts(), false),
             field("window_end", ts(), false),
             field("value", DataType::Float64, false),
@@ -96,36 +102,36 @@ pub fn value_schema(table: &str) -> Option<SchemaRef> {
             field("emitted_at", ts(), false),
         ],
         "alerts" => vec![
-            field("alert_id", DataType::Utf8, false),
-            field("rule", DataType::Utf8, false),
-            field("severity", DataType::Utf8, false),
-            field("state", DataType::Utf8, false),
-            field("entity_kind", DataType::Utf8, false),
-            field("entity", DataType::Utf8, false),
-            field("metric", DataType::Utf8, false),
+            field("alert_id", text(), false),
+            field("rule", text(), false),
+            field("severity", text(), false),
+            field("state", text(), false),
+            field("entity_kind", text(), false),
+            field("entity", text(), false),
+            field("metric", text(), false),
             field("value", DataType::Float64, false),
             field("threshold", DataType::Float64, false),
-            field("message", DataType::Utf8, false),
+            field("message", text(), false),
             field("raised_at", ts(), false),
             field("changed_at", ts(), false),
-            field("acknowledged_by", DataType::Utf8, true),
+            field("acknowledged_by", text(), true),
         ],
         "devices" => vec![
-            field("device_id", DataType::Utf8, false),
-            field("event", DataType::Utf8, false),
+            field("device_id", text(), false),
+            field("event", text(), false),
             field("at", ts(), false),
-            field("gateway", DataType::Utf8, false),
-            field("detail", DataType::Utf8, true),
+            field("gateway", text(), false),
+            field("detail", text(), true),
         ],
         "deadletter" => vec![
-            field("device_id", DataType::Utf8, true),
-            field("mqtt_topic", DataType::Utf8, false),
-            field("client_id", DataType::Utf8, true),
-            field("reason", DataType::Utf8, false),
-            field("detail", DataType::Utf8, false),
+            field("device_id", text(), true),
+            field("mqtt_topic", text(), false),
+            field("client_id", text(), true),
+            field("reason", text(), false),
+            field("detail", text(), false),
             field("received_at", ts(), false),
             field("payload", DataType::Binary, false),
-            field("payload_text", DataType::Utf8, true),
+            field("payload_text", text(), true),
         ],
         _ => return None,
     };
