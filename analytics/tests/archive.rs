@@ -252,6 +252,24 @@ fn footer(path: &Path, key: &str) -> (i64, String) {
     (meta.num_rows(), value)
 }
 
+/// Whether each named column of a Parquet file's first row group has a dictionary page.
+fn dictionary_pages(path: &Path, columns: &[&str]) -> Vec<bool> {
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    let group = reader.metadata().row_group(0);
+    columns
+        .iter()
+        .map(|name| {
+            group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == *name)
+                .unwrap_or_else(|| panic!("{} has no column {name}", path.display()))
+                .dictionary_page_offset()
+                .is_some()
+        })
+        .collect()
+}
+
 const H0: &str = "date=2020-01-01/hour=00";
 const H1: &str = "date=2020-01-01/hour=01";
 const H2: &str = "date=2020-01-01/hour=02";
@@ -303,6 +321,14 @@ async fn rows_are_counted_once_while_hours_roll_restart_and_compact() {
         let offsets: BTreeMap<i32, Vec<(i64, i64)>> = serde_json::from_str(&offsets).unwrap();
         let held: i64 = offsets.values().flatten().map(|(s, e)| e - s + 1).sum();
         assert_eq!(held, 6, "{hour}: {offsets:?}");
+        assert_eq!(
+            dictionary_pages(
+                &rolled.path(&archive, hour),
+                &["district", "vehicles", "occupancy_ratio", "average_speed_kmh"]
+            ),
+            [true, true, false, false],
+            "{hour}: measurements are written plain"
+        );
     }
     // Queries over part of the day read the archived hours, the hot ones, or both.
     let by_hour = |from: &str, to: &str| {

@@ -142,15 +142,26 @@ struct Footer {
 }
 
 /// Writes `batches` with `footer` to `temporary` and fsyncs it; returns its metadata and size.
+/// Measurements (the float columns) are written plain: they rarely repeat, so a dictionary costs
+/// the writer its hashing and every reader a lookup per value.
 fn write_temporary(
     temporary: &Path,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     footer: &Footer,
 ) -> Result<(ParquetMetaData, u64), ArchiveError> {
-    let properties = WriterProperties::builder()
+    let mut properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for measurement in schema
+        .fields()
+        .iter()
+        .filter(|f| f.data_type().is_floating())
+    {
+        properties =
+            properties.set_column_dictionary_enabled(measurement.name().as_str().into(), false);
+    }
+    let properties = properties
         .set_key_value_metadata(Some(vec![
             KeyValue::new(
                 OFFSETS_KEY.to_string(),
