@@ -324,7 +324,12 @@ async fn rows_are_counted_once_while_hours_roll_restart_and_compact() {
         assert_eq!(
             dictionary_pages(
                 &rolled.path(&archive, hour),
-                &["district", "vehicles", "occupancy_ratio", "average_speed_kmh"]
+                &[
+                    "district",
+                    "vehicles",
+                    "occupancy_ratio",
+                    "average_speed_kmh"
+                ]
             ),
             [true, true, false, false],
             "{hour}: measurements are written plain"
