@@ -1,7 +1,8 @@
 //! The Parquet archive on real files and the embedded log: hours past `hot_retention` roll into
 //! `{archive_dir}/traffic/date=…/hour=…/`, SQL counts every row exactly once while rows move from
 //! memory to disk and across restarts, late rows add files that compaction merges, retention
-//! deletes whole hours, and a file that does not belong stops start-up naming it.
+//! deletes whole hours, hours archived with Utf8 strings read as before, and a file that does
+//! not belong stops start-up naming it.
 
 mod common;
 
@@ -13,9 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use chrono::{DateTime, Utc};
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use polis_analytics::{Analytics, AnalyticsConfig, AnalyticsError, ArchiveError};
 use polis_broker::{BrokerConfig, EmbeddedLog, Log, LogClient, Record};
@@ -270,6 +273,55 @@ fn dictionary_pages(path: &Path, columns: &[&str]) -> Vec<bool> {
         .collect()
 }
 
+/// Rewrites the Parquet file at `path` with its string columns as Utf8 and its Polis footer
+/// kept: a file as Polis archived it before strings were views.
+fn rewrite_strings_as_utf8(path: &Path) {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+    let footer: Vec<_> = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .filter(|kv| kv.key.starts_with("polis."))
+        .cloned()
+        .collect();
+    let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+    let utf8 = |f: &Arc<Field>| match f.data_type() {
+        DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+        _ => f.as_ref().clone(),
+    };
+    let schema = Arc::new(Schema::new(
+        batches[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(utf8)
+            .collect::<Vec<_>>(),
+    ));
+    let properties = WriterProperties::builder()
+        .set_key_value_metadata(Some(footer))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        File::create(path).unwrap(),
+        schema.clone(),
+        Some(properties),
+    )
+    .unwrap();
+    for batch in batches {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
+            .collect();
+        writer
+            .write(&RecordBatch::try_new(schema.clone(), columns).unwrap())
+            .unwrap();
+    }
+    writer.close().unwrap();
+}
+
 const H0: &str = "date=2020-01-01/hour=00";
 const H1: &str = "date=2020-01-01/hour=01";
 const H2: &str = "date=2020-01-01/hour=02";
@@ -461,6 +513,66 @@ async fn retention_deletes_whole_hours_for_good() {
         )
         .await;
     assert_eq!(after, expired);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hours_archived_with_utf8_strings_are_read_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let log = log(&dir.path().join("log"));
+    let mut produced = Produced::default();
+    let running = start(&log, &archive).await;
+    hours_of_readings(&log, &mut produced, 0..1).await;
+    produce(&log, &mut produced, "tc-1", &[(at(5, 30), 100)]).await;
+    let expected = (7, 21 + 100);
+    let rolled = running
+        .settle("hour 00 archived", &archive, expected, |l| l.files(H0) == 1)
+        .await;
+    running.stop().await;
+
+    let file = rolled.path(&archive, H0);
+    rewrite_strings_as_utf8(&file);
+    let written = ParquetRecordBatchReaderBuilder::try_new(File::open(&file).unwrap()).unwrap();
+    assert_eq!(
+        written
+            .schema()
+            .field_with_name("device_id")
+            .unwrap()
+            .data_type(),
+        &DataType::Utf8
+    );
+    let running = start(&log, &archive).await;
+    running
+        .settle("restarted over the Utf8 hour", &archive, expected, |_| true)
+        .await;
+    let result = running
+        .analytics
+        .sql()
+        .query(
+            "SELECT device_id, count(*), sum(vehicles) FROM traffic \
+             WHERE observed_at < TIMESTAMP '2020-01-01T01:00:00Z' \
+             GROUP BY device_id ORDER BY device_id",
+        )
+        .await
+        .unwrap();
+    let batch = arrow::compute::concat_batches(&result.schema, &result.batches).unwrap();
+    assert_eq!(batch.schema().field(0).data_type(), &schema::text());
+    let devices = batch.column(0).as_string_view();
+    let counts = batch.column(1).as_primitive::<Int64Type>();
+    let vehicles = batch.column(2).as_primitive::<Int64Type>();
+    let rows: Vec<(&str, i64, i64)> = (0..batch.num_rows())
+        .map(|i| (devices.value(i), counts.value(i), vehicles.value(i)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("tc-1", 2, 6),
+            ("tc-2", 2, 8),
+            ("tc-3", 1, 3),
+            ("tc-4", 1, 4)
+        ]
+    );
     running.stop().await;
 }
 
