@@ -7,7 +7,9 @@
 # offered (devices / interval); the PUBLISH → PUBACK-after-fsync latency over the same window comes
 # from the gateway's `durable_ack_latency_seconds` histogram (quantiles are bucket upper bounds).
 # Then the same load goes to a plain Debian Mosquitto (no persistence) with one QoS 1 subscriber
-# on `city/#`, and the rate that subscriber receives is measured the same way.
+# on `city/#`, and the rate that subscriber receives is measured the same way. For both runs the
+# script also prints the rate of PUBACKs the simulators received (from their 10 s progress lines),
+# which shows whether a server acknowledged more than it stored or relayed.
 #
 #   DEVICES=1000 INTERVAL=100ms MEASURE=30 ./scripts/bench-ingest.sh
 # POLIS_BIN=path/to/polis skips the release build; MOSQUITTO=0 skips the Mosquitto run.
@@ -82,7 +84,7 @@ stop_all
 relayed=""
 if [ "$with_mosquitto" = 1 ]; then
   broker_port=$(free_port)
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_connections -1\nmax_queued_messages 100000\n' \
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_connections -1\nmax_queued_messages 100000\nmax_inflight_messages 1000\n' \
     "$broker_port" > "$work/mosquitto.conf"
   /usr/sbin/mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
   pids+=("$!")
@@ -98,12 +100,23 @@ if [ "$with_mosquitto" = 1 ]; then
   relayed="$m0 $m1 $s0 $s1"
 fi
 
-python3 - "$n0" "$n1" "$t0" "$t1" "$devices" "$interval" "$dead" "$work/metrics0" "$work/metrics1" $relayed <<'PY'
-import re, sys
-n0, n1, t0, t1, devices, interval, dead, before, after = sys.argv[1:10]
+python3 - "$n0" "$n1" "$t0" "$t1" "$devices" "$interval" "$dead" "$work/metrics0" "$work/metrics1" "$work" $relayed <<'PY'
+import datetime, re, sys
+n0, n1, t0, t1, devices, interval, dead, before, after, work = sys.argv[1:11]
 secs = float(interval[:-2]) * 1e-3 if interval.endswith("ms") else float(interval[:-1])
 offered = int(devices) / secs
 stored = (int(n1) - int(n0)) / (float(t1) - float(t0))
+
+def acked(log):
+    """PUBACKs the simulators received per second, from their last two progress lines (10 s apart)."""
+    points = []
+    for line in open(log):
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        m = re.match(r"(\S+)Z .*simulators running published=(\d+)", line)
+        if m:
+            points.append((datetime.datetime.fromisoformat(m.group(1)), int(m.group(2))))
+    (ta, a), (tb, b) = points[-2:]
+    return (b - a) / (tb - ta).total_seconds()
 
 def buckets(path):
     out = {}
@@ -125,10 +138,11 @@ def ms(le):
 
 print(f"polis: devices={devices} interval={interval} offered={offered:,.0f} msg/s stored={stored:,.0f} msg/s "
       f"ratio={stored / offered:.3f} dead_letters={dead} durable_ack p50 {ms(quantile(0.5))} "
-      f"p99 {ms(quantile(0.99))} ({total:,} acks)")
-if len(sys.argv) > 10:
-    m0, m1, s0, s1 = sys.argv[10:14]
+      f"p99 {ms(quantile(0.99))} ({total:,} acks) acked by polis={acked(f'{work}/sim.log'):,.0f} msg/s")
+if len(sys.argv) > 11:
+    m0, m1, s0, s1 = sys.argv[11:15]
     relayed = (int(m1) - int(m0)) / (float(s1) - float(s0))
-    print(f"mosquitto: offered={offered:,.0f} msg/s relayed={relayed:,.0f} msg/s ratio={relayed / offered:.3f}")
+    print(f"mosquitto: offered={offered:,.0f} msg/s relayed={relayed:,.0f} msg/s ratio={relayed / offered:.3f} "
+          f"acked by mosquitto={acked(f'{work}/sim-mosquitto.log'):,.0f} msg/s")
     print(f"polis stored / mosquitto relayed = {stored / relayed:.2f}")
 PY
