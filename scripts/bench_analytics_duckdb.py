@@ -8,8 +8,12 @@ Queries: every statement of QUERIES over a view of DIR/archive/traffic/**/*.parq
 Polis archived, with DuckDB's default threads (2 here, as analytics.query_threads). Each runs
 five times; the medians are set against Polis's medians from POLIS_JSONL, and the row counts must
 agree. Without an ingest line in POLIS_JSONL (`analytics_bench queries ...`) only the queries run.
+With RATIOS, each query's Polis / DuckDB ratio is appended to that file as one JSON line per run
+of this script; `--rounds RATIOS` then prints each query's median ratio over those rounds, which
+is steadier on a noisy machine than any one round.
 
-    python3 scripts/bench_analytics_duckdb.py DIR QUERIES POLIS_JSONL
+    python3 scripts/bench_analytics_duckdb.py DIR QUERIES POLIS_JSONL [RATIOS]
+    python3 scripts/bench_analytics_duckdb.py --rounds RATIOS
 """
 
 import json
@@ -74,8 +78,29 @@ def compare_ingest(con, directory, ingest):
     con.execute("RESET threads")
 
 
+def summarize_rounds(ratios_path):
+    """Each query's median Polis / DuckDB ratio over the rounds recorded in `ratios_path`."""
+    rounds = [json.loads(l) for l in Path(ratios_path).read_text().splitlines() if l.strip()]
+    print()
+    print(f"| query | Polis / DuckDB per round | median of {len(rounds)} rounds |")
+    print("|---|---|---:|")
+    worst = 0.0
+    for sql in rounds[0]:
+        per_round = [r[sql] for r in rounds]
+        median = statistics.median(per_round)
+        worst = max(worst, median)
+        shown = " / ".join(f"{r:.2f}" for r in per_round)
+        print(f"| `{sql}` | {shown} | {median:.2f} |")
+    print()
+    print(f"slowest median ratio: {worst:.2f} (target: at most 1.2)")
+
+
 def main():
+    if sys.argv[1] == "--rounds":
+        summarize_rounds(sys.argv[2])
+        return
     directory, queries, polis_jsonl = sys.argv[1:4]
+    ratios_path = sys.argv[4] if len(sys.argv) > 4 else None
     polis = [json.loads(l) for l in Path(polis_jsonl).read_text().splitlines() if l.strip()]
     ingest = next((p["ingest"] for p in polis if "ingest" in p), None)
     polis_queries = [p for p in polis if "sql" in p]
@@ -90,6 +115,7 @@ def main():
     print("| query | rows | Polis median | DuckDB median | Polis / DuckDB |")
     print("|---|---:|---:|---:|---:|")
     worst = 0.0
+    ratios = {}
     for sql, polis_run in zip(statements(queries), polis_queries):
         assert polis_run["sql"] == sql, (polis_run["sql"], sql)
         duck_ms, rows = timed(con, sql, RUNS)
@@ -98,9 +124,13 @@ def main():
         ratio = polis_run["median_ms"] / duck_ms
         worst = max(worst, ratio)
         short = " ".join(sql.split())
+        ratios[short] = ratio
         print(f"| `{short}` | {rows} | {polis_run['median_ms']:.1f} ms | {duck_ms:.1f} ms | {ratio:.2f} |")
     print()
     print(f"slowest ratio: {worst:.2f} (target: at most 1.2)")
+    if ratios_path is not None:
+        with open(ratios_path, "a") as out:
+            out.write(json.dumps(ratios) + "\n")
 
 
 if __name__ == "__main__":
