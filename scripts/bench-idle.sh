@@ -24,38 +24,8 @@ if [ $((3 * connections)) -gt $((fd_limit - 1000)) ]; then
   exit 2
 fi
 
-bin=${POLIS_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin=target/release/polis
-fi
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-mqtt_port=$(free_port)
-http_port=$(free_port)
-cat > "$work/polis.toml" <<TOML
-data_dir = "$work/data"
-[gateway]
-mqtt_listen = "127.0.0.1:$mqtt_port"
-# Authentication costs once per connection; this benchmark measures what an open one costs.
-allow_anonymous = true
-max_connections = $((connections + 100))
-[dashboard]
-listen = "127.0.0.1:$http_port"
-[broker]
-kafka_listen = "127.0.0.1:$(free_port)"
-[analytics]
-pg_listen = "127.0.0.1:$(free_port)"
-[simulate]
-connect_per_second = 2000
-TOML
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/bench-common.sh
+write_polis_config "max_connections = $((connections + 100))" $'[simulate]\nconnect_per_second = 2000'
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 traffic=$((connections / 2)); energy=$((connections - traffic))

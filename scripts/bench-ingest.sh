@@ -21,35 +21,8 @@ measure=${MEASURE:-30}
 warmup=${WARMUP:-10}
 with_mosquitto=${MOSQUITTO:-1}
 
-bin=${POLIS_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin=target/release/polis
-fi
-work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-mqtt_port=$(free_port)
-http_port=$(free_port)
-cat > "$work/polis.toml" <<TOML
-data_dir = "$work/data"
-[gateway]
-mqtt_listen = "127.0.0.1:$mqtt_port"
-# The benchmark measures ingest; device authentication costs once per connection, not per message.
-allow_anonymous = true
-[dashboard]
-listen = "127.0.0.1:$http_port"
-[broker]
-kafka_listen = "127.0.0.1:$(free_port)"
-[analytics]
-pg_listen = "127.0.0.1:$(free_port)"
-TOML
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/bench-common.sh
+write_polis_config
 
 traffic=$((devices * 2 / 5)); energy=$((devices * 2 / 5)); vehicles=$((devices - traffic - energy))
 simulate() { # MQTT port, log file
@@ -115,8 +88,10 @@ def acked(log):
         m = re.match(r"(\S+)Z .*simulators running published=(\d+)", line)
         if m:
             points.append((datetime.datetime.fromisoformat(m.group(1)), int(m.group(2))))
+    if len(points) < 2:
+        return "n/a (fewer than two progress lines: make WARMUP + MEASURE at least 20 s)"
     (ta, a), (tb, b) = points[-2:]
-    return (b - a) / (tb - ta).total_seconds()
+    return f"{(b - a) / (tb - ta).total_seconds():,.0f} msg/s"
 
 def buckets(path):
     out = {}
@@ -138,11 +113,11 @@ def ms(le):
 
 print(f"polis: devices={devices} interval={interval} offered={offered:,.0f} msg/s stored={stored:,.0f} msg/s "
       f"ratio={stored / offered:.3f} dead_letters={dead} durable_ack p50 {ms(quantile(0.5))} "
-      f"p99 {ms(quantile(0.99))} ({total:,} acks) acked by polis={acked(f'{work}/sim.log'):,.0f} msg/s")
+      f"p99 {ms(quantile(0.99))} ({total:,} acks) acked by polis={acked(f'{work}/sim.log')}")
 if len(sys.argv) > 11:
     m0, m1, s0, s1 = sys.argv[11:15]
     relayed = (int(m1) - int(m0)) / (float(s1) - float(s0))
     print(f"mosquitto: offered={offered:,.0f} msg/s relayed={relayed:,.0f} msg/s ratio={relayed / offered:.3f} "
-          f"acked by mosquitto={acked(f'{work}/sim-mosquitto.log'):,.0f} msg/s")
+          f"acked by mosquitto={acked(f'{work}/sim-mosquitto.log')}")
     print(f"polis stored / mosquitto relayed = {stored / relayed:.2f}")
 PY
