@@ -55,12 +55,18 @@ wait_until 30 curl -sf -o /dev/null "$url/api/health"
 polis_before=$(rss_kib "$polis")
 gateway_connections() { curl -sf "$url/metrics" | awk '$1 == "polis_gateway_connections" { print $2 }'; }
 all_open_on_polis() { [ "$(gateway_connections)" = "$connections" ]; }
-simulate "$mqtt_port" "$work/sim.log"
-wait_until "$ramp_deadline" all_open_on_polis
-sleep "$settle"
-all_open_on_polis || { echo "polis: connections dropped while idle: $(gateway_connections)" >&2; exit 1; }
-polis_after=$(rss_kib "$polis")
-stop_simulators
+# Connects the devices to one server and sets `idle_rss` to its RSS once they have all idled
+# SETTLE seconds.
+rss_with_idle_devices() { # server name, MQTT port, server pid, check that every device is open
+  simulate "$2" "$work/sim-$1.log"
+  wait_until "$ramp_deadline" "$4"
+  sleep "$settle"
+  "$4" || { echo "$1: connections dropped while idle" >&2; exit 1; }
+  idle_rss=$(rss_kib "$3")
+  stop_simulators
+}
+rss_with_idle_devices polis "$mqtt_port" "$polis" all_open_on_polis
+polis_after=$idle_rss
 
 mosquitto_before="" mosquitto_after=""
 if [ "$with_mosquitto" = 1 ]; then
@@ -78,12 +84,8 @@ if [ "$with_mosquitto" = 1 ]; then
   }
   # The probing subscriber may be counted too, and the count lags by up to `sys_interval`.
   all_open_on_mosquitto() { [ "$(mosquitto_clients)" -ge "$connections" ]; }
-  simulate "$broker_port" "$work/sim-mosquitto.log"
-  wait_until "$ramp_deadline" all_open_on_mosquitto
-  sleep "$settle"
-  all_open_on_mosquitto || { echo "mosquitto: connections dropped while idle: $(mosquitto_clients)" >&2; exit 1; }
-  mosquitto_after=$(rss_kib "$mosquitto")
-  stop_simulators
+  rss_with_idle_devices mosquitto "$broker_port" "$mosquitto" all_open_on_mosquitto
+  mosquitto_after=$idle_rss
 fi
 
 python3 - "$connections" "$polis_before" "$polis_after" $mosquitto_before $mosquitto_after <<'PY'
