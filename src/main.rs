@@ -156,6 +156,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    let heap = polis_analytics::heap::keep_freed_memory();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -164,6 +165,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    tracing::debug!(?heap, "heap thresholds for freed memory");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

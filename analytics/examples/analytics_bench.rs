@@ -20,6 +20,8 @@
 //!    times and prints one JSON line per statement: `{"sql", "rows", "runs_ms", "median_ms"}`.
 //!
 //! With `queries` in place of EVENTS it runs only step 4, over the archive a previous run left.
+//!
+//! Like `polis`, it first sets the heap to keep freed memory ([`polis_analytics::heap`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -232,6 +234,7 @@ async fn ingest(events: usize, dir: &Path, archive: &Path) {
 
 #[tokio::main]
 async fn main() {
+    eprintln!("heap: {:?}", polis_analytics::heap::keep_freed_memory());
     let mut args = std::env::args().skip(1);
     let events = args.next().expect("EVENTS or `queries`");
     let dir = PathBuf::from(args.next().expect("DIR"));

@@ -22,6 +22,7 @@ mod duplicates;
 mod error;
 mod flat_json;
 mod format;
+pub mod heap;
 pub mod http;
 mod ingest;
 pub mod metrics;
