@@ -4,8 +4,8 @@
 //! the top of a heap, and it gives blocks above a moving threshold a mapping of their own. Ingest
 //! frees and allocates megabytes per fetch: log reads, broker batches, Arrow builders. So the
 //! kernel kept mapping and zeroing fresh pages for memory just returned, and page faults took
-//! about a sixth of ingest's CPU time (BENCHMARKS.md, "the heap keeps freed memory"). [`keep_freed_memory`] fixes
-//! both thresholds, so freed memory is reused in place.
+//! about a sixth of ingest's CPU time (BENCHMARKS.md, "the heap keeps freed memory").
+//! [`keep_freed_memory`] fixes both thresholds, so freed memory is reused in place.
 
 /// Blocks of this size and larger get a mapping of their own, returned to the kernel when freed.
 const MMAP_THRESHOLD: usize = 4 << 20;
