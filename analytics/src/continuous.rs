@@ -114,7 +114,7 @@ impl Continuous {
                 })
                 .collect();
             let late = self.observe(&inserted.batches, now);
-            letters.extend(records.iter().filter(|r| late.contains(&(r.topic.as_str(), r.partition, r.offset))).filter_map(|r| {
+            letters.extend(records.iter().filter(|r| late.contains(&(&*r.topic, r.partition, r.offset))).filter_map(|r| {
                 let source = source(r);
                 let detail = format!(
                     "record {source} came after every window that could count it was final (the watermark had passed their end by the update horizon, analytics.update_horizon); it stays in {} but no metric counts it",

@@ -11,6 +11,17 @@ use arrow::error::ArrowError;
 use datafusion::common::HashSet;
 
 const DEVICE: &str = "device_id";
+/// The longest string a Utf8View holds inside its 16-byte view.
+const INLINE: u32 = 12;
+
+/// A device id as a key: one of at most [`INLINE`] bytes by its view, which holds the whole id
+/// after its length (so equal ids have equal views, and ids of other lengths never match), a
+/// longer one by its text.
+#[derive(PartialEq, Eq, Hash)]
+enum Device<'a> {
+    Inline(u128),
+    Text(&'a str),
+}
 
 /// `batches` (rows of one table, in the order stored) without the rows that repeat an earlier
 /// row's device and event time (`time_column`).
@@ -19,7 +30,7 @@ pub(crate) fn first_readings(
     time_column: &str,
 ) -> Result<Vec<RecordBatch>, ArrowError> {
     let rows = batches.iter().map(RecordBatch::num_rows).sum();
-    let mut seen: HashSet<(&str, i64)> = HashSet::with_capacity(rows);
+    let mut seen: HashSet<(Device, i64)> = HashSet::with_capacity(rows);
     let mut out = Vec::with_capacity(batches.len());
     for batch in &batches {
         let column = |name: &str| {
@@ -29,8 +40,16 @@ pub(crate) fn first_readings(
         };
         let devices = column(DEVICE)?.as_string_view();
         let times = column(time_column)?.as_primitive::<TimestampMillisecondType>();
+        let device = |row: usize| {
+            let view = devices.views()[row];
+            if view as u32 <= INLINE {
+                Device::Inline(view)
+            } else {
+                Device::Text(devices.value(row))
+            }
+        };
         let keep: BooleanArray = (0..batch.num_rows())
-            .map(|row| Some(seen.insert((devices.value(row), times.value(row)))))
+            .map(|row| Some(seen.insert((device(row), times.value(row)))))
             .collect();
         if keep.true_count() == batch.num_rows() {
             out.push(batch.clone());
@@ -71,10 +90,24 @@ mod tests {
 
     #[test]
     fn a_repeated_device_and_time_counts_once_across_batches() {
+        // Ids of up to 12 bytes are compared by their views, longer ones by their text.
+        let (short, long, longer) = ("meter-000012", "streetlight-n-7", "streetlight-n-8");
         let kept = first_readings(
             vec![
-                batch(&[("tc-1", 1_000, 5), ("tc-2", 1_000, 6), ("tc-1", 1_000, 7)]),
-                batch(&[("tc-1", 2_000, 8), ("tc-2", 1_000, 9)]),
+                batch(&[
+                    ("tc-1", 1_000, 5),
+                    ("tc-2", 1_000, 6),
+                    ("tc-1", 1_000, 7),
+                    (long, 1_000, 1),
+                    (short, 1_000, 4),
+                ]),
+                batch(&[
+                    ("tc-1", 2_000, 8),
+                    ("tc-2", 1_000, 9),
+                    (long, 1_000, 2),
+                    (longer, 1_000, 3),
+                    (short, 1_000, 10),
+                ]),
             ],
             "observed_at",
         )
@@ -82,7 +115,14 @@ mod tests {
         let kept = arrow::compute::concat_batches(&kept[0].schema(), &kept).unwrap();
         assert_eq!(
             kept,
-            batch(&[("tc-1", 1_000, 5), ("tc-2", 1_000, 6), ("tc-1", 2_000, 8)])
+            batch(&[
+                ("tc-1", 1_000, 5),
+                ("tc-2", 1_000, 6),
+                (long, 1_000, 1),
+                (short, 1_000, 4),
+                ("tc-1", 2_000, 8),
+                (longer, 1_000, 3),
+            ])
         );
     }
 

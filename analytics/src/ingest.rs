@@ -114,7 +114,7 @@ pub(crate) struct Inserted<'r> {
 pub(crate) fn insert<'r>(store: &HotStore, records: &'r [ConsumedRecord]) -> Inserted<'r> {
     let mut by_table: BTreeMap<&'static str, Vec<&ConsumedRecord>> = BTreeMap::new();
     for r in records {
-        if let Some((table, _)) = schema::TABLES.iter().find(|(_, topic)| *topic == r.topic) {
+        if let Some((table, _)) = schema::TABLES.iter().find(|(_, topic)| *topic == &*r.topic) {
             by_table.entry(table).or_default().push(r);
         }
     }
@@ -148,7 +148,7 @@ async fn follow(mut reader: TopicReader, store: Arc<HotStore>, shutdown: Cancell
     while let Some(records) = next(&mut reader, &shutdown).await {
         for (r, error) in insert(&store, &records).undecodable {
             tracing::error!(
-                topic = r.topic,
+                topic = &*r.topic,
                 partition = r.partition,
                 offset = r.offset,
                 error,

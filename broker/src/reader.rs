@@ -10,10 +10,10 @@ use crate::record::Record;
 /// Bytes read per partition per fetch.
 const MAX_BYTES_PER_PARTITION: usize = 1 << 20;
 
-/// A record with where it came from.
+/// A record with where it came from. The records of one fetch share their topic's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub record: Record,
@@ -59,10 +59,11 @@ impl TopicReader {
             .get_or_insert_with(|| vec![0; self.positions.len()]);
         for ((position, high), part) in self.positions.iter_mut().zip(highs).zip(fetched) {
             *high = part.high_watermark;
+            let topic: Arc<str> = part.topic.into();
             for stored in part.records {
                 position.offset = stored.offset + 1;
                 out.push(ConsumedRecord {
-                    topic: part.topic.clone(),
+                    topic: topic.clone(),
                     partition: part.partition,
                     offset: stored.offset,
                     record: stored.record,

@@ -84,7 +84,9 @@ pub(super) async fn sightings(
         let sightings: Vec<Sighting> = records
             .iter()
             .filter_map(|r| {
-                let kind = DeviceKind::ALL.into_iter().find(|k| k.topic() == r.topic)?;
+                let kind = DeviceKind::ALL
+                    .into_iter()
+                    .find(|k| k.topic() == &*r.topic)?;
                 let seen: Seen = serde_json::from_slice(&r.record.value).ok()?;
                 Some(Sighting {
                     kind,

@@ -81,7 +81,7 @@ pub(crate) async fn follow(
 fn absorb(city: &mut City, records: Vec<ConsumedRecord>, stats: &FollowStats) -> Change {
     let mut change = Change::default();
     for consumed in records {
-        match consumed.topic.as_str() {
+        match &*consumed.topic {
             topics::METRICS => {
                 let Some(metric) = parse::<MetricRecord>(&consumed, stats) else {
                     continue;
