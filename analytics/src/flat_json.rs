@@ -130,7 +130,7 @@ impl Column {
             Column::Int64(b) => b.append_value(cursor.integer()?),
             Column::UInt32(b) => b.append_value(cursor.integer()?.try_into().ok()?),
             Column::Float64(b) => {
-                let value: f64 = cursor.number()?.parse().ok()?;
+                let value = cursor.number()?;
                 b.append_value(value.is_finite().then_some(value)?);
             }
             Column::Boolean(b) => {
@@ -231,6 +231,25 @@ fn string_end(bytes: &[u8]) -> Option<usize> {
     rest.iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
         .map(|i| at + i)
+}
+
+/// Exact powers of ten, up to the largest [`short_decimal`] divides by.
+const POWERS_OF_TEN: [f64; SHORT_DIGITS + 1] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+/// Decimals of at most this many digits are below 2^53, so an `f64` holds them exactly.
+const SHORT_DIGITS: usize = 15;
+
+/// The decimal `integer.fraction` (digits only), if it has at most [`SHORT_DIGITS`] digits. Both
+/// its digits as an integer and the power of ten are exact, so their quotient is the one
+/// correctly rounded result, the `f64` that parsing the text gives.
+fn short_decimal(integer: &[u8], fraction: &[u8]) -> Option<f64> {
+    if integer.len() + fraction.len() > SHORT_DIGITS {
+        return None;
+    }
+    let digits = integer.iter().chain(fraction);
+    let value = digits.fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(value as f64 / POWERS_OF_TEN[fraction.len()])
 }
 
 /// `a == b` for slices of the same length, eight bytes at a time. Keys are short, and comparing
@@ -342,13 +361,18 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    /// A number in JSON's grammar.
-    fn number(&mut self) -> Option<&'a str> {
+    /// A number in JSON's grammar, rounded to the nearest `f64`.
+    fn number(&mut self) -> Option<f64> {
         let start = self.at;
-        self.literal(b"-");
+        let negative = self.literal(b"-");
+        let integer = self.at;
         self.integer_digits()?;
+        let integer = &self.bytes[integer..self.at];
+        let mut fraction: &[u8] = &[];
         if self.literal(b".") {
+            let digits = self.at;
             self.some_digits()?;
+            fraction = &self.bytes[digits..self.at];
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
             self.advance(1);
@@ -356,8 +380,10 @@ impl<'a> Cursor<'a> {
                 self.advance(1);
             }
             self.some_digits()?;
+        } else if let Some(value) = short_decimal(integer, fraction) {
+            return Some(if negative { -value } else { value });
         }
-        self.text_from(start)
+        self.text_from(start)?.parse().ok()
     }
 
     /// `0` or a digit sequence without a leading zero.
@@ -520,6 +546,23 @@ mod tests {
             if fast.is_some() {
                 prop_assert_eq!(fast, general);
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn short_decimals_are_the_floats_their_text_parses_to(
+            integer in "0|[1-9][0-9]{0,9}",
+            fraction in "[0-9]{1,8}",
+        ) {
+            let text = format!("{integer}.{fraction}");
+            let parsed: f64 = text.parse().unwrap();
+            if integer.len() + fraction.len() <= SHORT_DIGITS {
+                let short = short_decimal(integer.as_bytes(), fraction.as_bytes());
+                prop_assert_eq!(short.map(f64::to_bits), Some(parsed.to_bits()));
+            }
+            let negative = format!("-{text}");
+            prop_assert_eq!(Cursor::new(negative.as_bytes()).number(), Some(-parsed));
         }
     }
 
