@@ -3,9 +3,8 @@
 //!
 //! DataFusion compares floats in a total order, so that every value, NaN included, has a place:
 //! it first scans each operand for `-0.0` and rewrites it to `0.0`, then compares with
-//! `f64::total_cmp`. In a profile of the query
-//! `count(*) WHERE average_speed_kmh < 20 AND occupancy_ratio > 0.8` the two took a third of the
-//! time. [`FloatComparison`] gives the same answers in one
+//! `f64::total_cmp`. In a profile of `count(*) WHERE average_speed_kmh < 20 AND occupancy_ratio
+//! > 0.8` the two took a third of the time. [`FloatComparison`] gives the same answers in one
 //! pass: in that order NaN with its sign bit clear sorts above every number and NaN with it set
 //! below, and `-0.0 = 0.0` as the processor compares them anyway. [`NativeFloatFilters`] puts it
 //! in place of such comparisons in every filter.
