@@ -21,7 +21,6 @@ mod decode;
 mod duplicates;
 mod error;
 mod flat_json;
-mod float_filter;
 mod format;
 pub mod heap;
 pub mod http;
