@@ -4,19 +4,17 @@
 //! records with both equal, the first stored counts. A device's records share one partition
 //! (the key is its id), so "first" is the lowest offset, the same after every replay.
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{AsArray, BooleanArray, MAX_INLINE_VIEW_LEN, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::TimestampMillisecondType;
 use arrow::error::ArrowError;
 use datafusion::common::HashSet;
 
 const DEVICE: &str = "device_id";
-/// The longest string a Utf8View holds inside its 16-byte view.
-const INLINE: u32 = 12;
 
-/// A device id as a key: one of at most [`INLINE`] bytes by its view, which holds the whole id
-/// after its length (so equal ids have equal views, and ids of other lengths never match), a
-/// longer one by its text.
+/// A device id as a key: one of at most [`MAX_INLINE_VIEW_LEN`] bytes by its view, which holds
+/// the whole id after its length (so equal ids have equal views, and ids of other lengths never
+/// match), a longer one by its text.
 #[derive(PartialEq, Eq, Hash)]
 enum Device<'a> {
     Inline(u128),
@@ -42,7 +40,7 @@ pub(crate) fn first_readings(
         let times = column(time_column)?.as_primitive::<TimestampMillisecondType>();
         let device = |row: usize| {
             let view = devices.views()[row];
-            if view as u32 <= INLINE {
+            if view as u32 <= MAX_INLINE_VIEW_LEN {
                 Device::Inline(view)
             } else {
                 Device::Text(devices.value(row))
