@@ -14,12 +14,6 @@ use polis_gateway::devices::{DeviceRegistry, NewDevice, render_table, secret};
 use polis_telemetry::DeviceKind;
 use tokio_util::sync::CancellationToken;
 
-/// jemalloc rather than glibc's malloc: tens of thousands of device connections each hold a
-/// few small buffers, and glibc's per-thread arenas keep far more of that resident
-/// (BENCHMARKS.md, "Idle connections").
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[derive(Parser)]
 #[command(
     name = "polis",
