@@ -330,6 +330,11 @@ async fn up(
     config_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let config = load_config(config_file, data_dir)?;
+    if demo && config.gateway.bridge.is_some() {
+        anyhow::bail!(
+            "polis up --demo publishes into the embedded MQTT listener, which bridge mode ([gateway.bridge]) does not start: run without --demo and point `polis simulate` at your broker"
+        );
+    }
     if demo && !config.gateway.plain_mqtt {
         anyhow::bail!(
             "polis up --demo needs the plain MQTT listener (the simulators do not speak TLS), but gateway.plain_mqtt = false: set it to true, or run without --demo"
@@ -347,14 +352,12 @@ async fn up(
         "  SQL         POST http://{}/api/sql   (or: polis sql \"SELECT ...\")",
         platform.http_addr()
     );
-    if config.gateway.bridge.is_none() {
-        let topics = "topics city/{district}/{traffic|energy|transport}/{device_id}";
-        if config.gateway.plain_mqtt {
-            println!("  MQTT        mqtt://{}   {topics}", platform.mqtt_addr());
-        }
-        if let Some(tls) = &config.gateway.tls {
-            println!("  MQTT (TLS)  mqtts://{}   {topics}", tls.listen);
-        }
+    let topics = "topics city/{district}/{traffic|energy|transport}/{device_id}";
+    if let Some(mqtt) = platform.mqtt_addr() {
+        println!("  MQTT        mqtt://{mqtt}   {topics}");
+    }
+    if let Some(tls) = platform.tls_addr() {
+        println!("  MQTT (TLS)  mqtts://{tls}   {topics}");
     }
     println!(
         "  PostgreSQL  psql -h {} -p {} -U polis polis",
@@ -367,10 +370,11 @@ async fn up(
         platform.kafka_addr()
     );
     let shutdown = CancellationToken::new();
-    let simulators = demo.then(|| {
+    let demo_target = platform.mqtt_addr().filter(|_| demo);
+    let simulators = demo_target.map(|mqtt| {
         let mut sim = simulate;
-        sim.mqtt_host = platform.mqtt_addr().ip().to_string();
-        sim.mqtt_port = platform.mqtt_addr().port();
+        sim.mqtt_host = mqtt.ip().to_string();
+        sim.mqtt_port = mqtt.port();
         println!(
             "  demo        {} traffic counters, {} energy meters, {} vehicles publishing every {:?}",
             sim.traffic_counters, sim.energy_meters, sim.vehicles, sim.interval

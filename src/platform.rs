@@ -181,7 +181,8 @@ async fn blocking(
 
 /// A running platform.
 pub struct Platform {
-    mqtt_addr: SocketAddr,
+    mqtt_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     http_addr: SocketAddr,
     pg_addr: SocketAddr,
     kafka_endpoint: String,
@@ -246,7 +247,8 @@ impl Platform {
             }
         };
         Ok(Platform {
-            mqtt_addr: config.gateway.mqtt_listen,
+            mqtt_addr: gateway.mqtt_addr(),
+            tls_addr: gateway.tls_addr(),
             http_addr,
             pg_addr,
             kafka_endpoint: opened.kafka_endpoint(),
@@ -259,8 +261,14 @@ impl Platform {
         })
     }
 
-    pub fn mqtt_addr(&self) -> SocketAddr {
+    /// Where devices connect with plain MQTT; `None` in bridge mode or with `plain_mqtt = false`.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
+    }
+
+    /// Where devices connect with MQTT over TLS; `None` without `[gateway.tls]` or in bridge mode.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn http_addr(&self) -> SocketAddr {

@@ -50,10 +50,9 @@ async fn every_acknowledged_record_survives_sigkill() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[gateway]\nmqtt_listen = \"127.0.0.1:{}\"\n[dashboard]\nlisten = \"127.0.0.1:0\"\n\
+            "data_dir = {:?}\n[gateway]\nmqtt_listen = \"127.0.0.1:0\"\n[dashboard]\nlisten = \"127.0.0.1:0\"\n\
              [analytics]\npg_listen = \"127.0.0.1:0\"\n[broker]\nkafka_listen = \"127.0.0.1:{kafka_port}\"\n",
             dir.path().join("data"),
-            free_port()
         ),
     )
     .unwrap();

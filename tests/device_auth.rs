@@ -108,7 +108,7 @@ async fn only_a_registered_device_with_its_secret_gets_in() {
         .add(traffic_counter(DEVICE, SECRET))
         .unwrap();
     let platform = Platform::start(config).await.unwrap();
-    let mqtt = platform.mqtt_addr();
+    let mqtt = platform.mqtt_addr().unwrap();
     let stats = platform.gateway_stats();
 
     // No credentials at all: rumqttd refuses before the gateway is asked (so it is not counted).
@@ -154,7 +154,7 @@ async fn registry_changes_apply_to_a_running_platform_at_the_next_connect() {
     let config = test_config(dir.path());
     let registry = DeviceRegistry::in_data_dir(&config.data_dir);
     let platform = Platform::start(config).await.unwrap();
-    let mqtt = platform.mqtt_addr();
+    let mqtt = platform.mqtt_addr().unwrap();
     let stats = platform.gateway_stats();
 
     refused(mqtt, DEVICE, Some((DEVICE, SECRET)), "not registered yet").await;

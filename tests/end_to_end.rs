@@ -224,7 +224,7 @@ async fn devices_reach_the_dashboard_and_sql_and_survive_a_restart() {
         .iter()
         .map(|m| (m.topic.clone(), m.payload.clone()))
         .collect();
-    publish(platform.mqtt_addr(), "e2e-publisher", &messages).await;
+    publish(platform.mqtt_addr().unwrap(), "e2e-publisher", &messages).await;
 
     let expected_dead: BTreeMap<String, i64> = input
         .messages
@@ -311,7 +311,7 @@ async fn devices_reach_the_dashboard_and_sql_and_survive_a_restart() {
         congested: None,
     };
     publish(
-        platform.mqtt_addr(),
+        platform.mqtt_addr().unwrap(),
         "e2e-clock",
         &[(
             "city/harbour/traffic/tc-clock".into(),

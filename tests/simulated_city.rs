@@ -21,10 +21,11 @@ async fn a_simulated_city_flows_into_metrics_without_loss() {
     let registry = DeviceRegistry::in_data_dir(&config.data_dir);
     let platform = Platform::start(config).await.unwrap();
     let http = platform.http_addr();
+    let mqtt = platform.mqtt_addr().unwrap();
 
     let simulators = SimulatorConfig {
-        mqtt_host: platform.mqtt_addr().ip().to_string(),
-        mqtt_port: platform.mqtt_addr().port(),
+        mqtt_host: mqtt.ip().to_string(),
+        mqtt_port: mqtt.port(),
         traffic_counters: 12,
         energy_meters: 12,
         vehicles: 6,

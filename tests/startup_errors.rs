@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 
 use common::test_config;
 use polis::Platform;
@@ -43,7 +43,7 @@ async fn a_busy_http_port_names_its_key() {
 async fn every_bad_value_is_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.gateway.mqtt_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.gateway.max_batch = 0;
     config.broker.derived_partitions = 0;
     config.dashboard.viewer_queue = 0;
     let err = Platform::start(config)
@@ -52,7 +52,7 @@ async fn every_bad_value_is_reported_at_once() {
         .expect("the config is invalid")
         .to_string();
     for key in [
-        "gateway.mqtt_listen",
+        "gateway.max_batch",
         "broker.derived_partitions",
         "dashboard.viewer_queue",
     ] {

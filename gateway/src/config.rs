@@ -13,7 +13,8 @@ use crate::tls::TlsConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
-    /// Address of the embedded MQTT v3.1.1 listener (not used in bridge mode).
+    /// Address of the embedded MQTT v3.1.1 listener (not used in bridge mode); port 0 lets the
+    /// OS pick one, which the startup banner and log report.
     pub mqtt_listen: SocketAddr,
     /// Serve plain MQTT on `mqtt_listen`; `false` leaves only the TLS listener (`tls`).
     pub plain_mqtt: bool,
@@ -121,17 +122,11 @@ impl GatewayConfig {
             problems
                 .push("gateway.ack_timeout = 0s: use a positive time, e.g. \"30s\"".to_string());
         }
-        if self.plain_mqtt && self.mqtt_listen.port() == 0 {
-            problems.push("gateway.mqtt_listen needs a fixed port (rumqttd cannot report a port chosen by the OS)".to_string());
-        }
         match &self.tls {
             None if !self.plain_mqtt => problems.push(
                 "gateway.plain_mqtt = false and no [gateway.tls] section leaves devices no MQTT listener: add [gateway.tls] with cert and key, or set plain_mqtt = true".to_string(),
             ),
-            Some(tls) if tls.listen.port() == 0 => problems.push(
-                "gateway.tls.listen needs a fixed port, e.g. \"127.0.0.1:8883\"".to_string(),
-            ),
-            Some(tls) if self.plain_mqtt && tls.listen == self.mqtt_listen => {
+            Some(tls) if self.plain_mqtt && tls.listen == self.mqtt_listen && tls.listen.port() != 0 => {
                 problems.push(format!(
                     "gateway.tls.listen and gateway.mqtt_listen are both {}: give TLS its own port (8883 is usual) or set plain_mqtt = false",
                     tls.listen
@@ -201,14 +196,12 @@ mod tests {
     #[test]
     fn bridge_mode_checks_its_section_instead_of_the_embedded_listener() {
         let mut config = GatewayConfig {
-            mqtt_listen: "127.0.0.1:0".parse().unwrap(),
+            max_connections: 0,
             ..GatewayConfig::default()
         };
         assert_eq!(
             config.problems(),
-            [
-                "gateway.mqtt_listen needs a fixed port (rumqttd cannot report a port chosen by the OS)"
-            ]
+            ["gateway.max_connections = 0 would refuse every device: use at least 1"]
         );
         config.bridge = Some(BridgeConfig::new("mqtts://broker:8883"));
         assert_eq!(

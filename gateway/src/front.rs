@@ -70,37 +70,50 @@ pub(crate) enum Door {
     },
 }
 
+/// One bound front door and the address it took (the OS picks the port when configured as 0).
+pub(crate) struct Listener {
+    pub socket: TcpListener,
+    pub door: Door,
+    pub addr: SocketAddr,
+}
+
 /// Binds the embedded mode's listeners: plain MQTT unless `plain_mqtt` is off, and TLS when
 /// `[gateway.tls]` is set.
-pub(crate) fn listeners(config: &GatewayConfig) -> Result<Vec<(TcpListener, Door)>, GatewayError> {
+pub(crate) fn listeners(config: &GatewayConfig) -> Result<Vec<Listener>, GatewayError> {
     let mut listeners = Vec::new();
     if config.plain_mqtt {
-        listeners.push((
-            listen("gateway.mqtt_listen", config.mqtt_listen)?,
-            Door::Plain,
-        ));
+        listeners.push(listen("gateway.mqtt_listen", config.mqtt_listen, Door::Plain)?);
     }
     if let Some(tls) = &config.tls {
         let door = Door::Tls {
             acceptor: tls.acceptor()?,
             handshake_timeout: tls.handshake_timeout,
         };
-        listeners.push((listen("gateway.tls.listen", tls.listen)?, door));
+        listeners.push(listen("gateway.tls.listen", tls.listen, door)?);
     }
     Ok(listeners)
 }
 
 /// Binds one listener, configured by `key`.
-fn listen(key: &'static str, addr: SocketAddr) -> Result<TcpListener, GatewayError> {
-    std::net::TcpListener::bind(addr)
+fn listen(key: &'static str, addr: SocketAddr, door: Door) -> Result<Listener, GatewayError> {
+    let socket = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .and_then(TcpListener::from_std)
-        .map_err(|source| GatewayError::Bind { key, addr, source })
+        .map_err(|source| GatewayError::Bind { key, addr, source })?;
+    let addr = socket
+        .local_addr()
+        .map_err(|source| GatewayError::Bind { key, addr, source })?;
+    Ok(Listener { socket, door, addr })
 }
 
 impl Front {
     /// Accepts on `listener` until `shutdown`, relaying each connection to the backend.
-    pub fn spawn(self: &Arc<Self>, listener: TcpListener, door: Door, shutdown: CancellationToken) {
+    pub fn spawn(self: &Arc<Self>, listener: Listener, shutdown: CancellationToken) {
+        let Listener {
+            socket: listener,
+            door,
+            ..
+        } = listener;
         let front = self.clone();
         tokio::spawn(async move {
             loop {

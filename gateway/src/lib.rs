@@ -52,6 +52,7 @@ mod stats;
 mod tls;
 pub mod translate;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use polis_broker::LogClient;
@@ -72,6 +73,8 @@ pub use tls::{TlsConfig, TlsError};
 pub struct Gateway {
     monitor: GatewayMonitor,
     forwarder: std::thread::JoinHandle<()>,
+    mqtt_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
 }
 
 impl Gateway {
@@ -113,6 +116,7 @@ impl Gateway {
             sequences: monitor.sequences.clone(),
             shutdown: shutdown.clone(),
         };
+        let (mut mqtt_addr, mut tls_addr) = (None, None);
         let forwarder = match &config.bridge {
             Some(bridge) => forwarder.spawn(bridge::BridgeSource::start(
                 bridge,
@@ -127,13 +131,16 @@ impl Gateway {
                 let acks = Arc::new(ack::AckGate::default());
                 let (mqtt, backend) =
                     mqtt::EmbeddedMqtt::start(&config, authenticator, acks.clone())?;
+                for listener in &listeners {
+                    match listener.door {
+                        front::Door::Plain => mqtt_addr = Some(listener.addr),
+                        front::Door::Tls { .. } => tls_addr = Some(listener.addr),
+                    }
+                }
                 // Presence records name the gateway by its first listener's address.
-                let name = match (&config.tls, config.plain_mqtt) {
-                    (Some(tls), false) => tls.listen,
-                    _ => config.mqtt_listen,
-                };
+                let name = mqtt_addr.or(tls_addr).map(|a| a.to_string());
                 let presence = presence::start(
-                    name.to_string(),
+                    name.unwrap_or_default(),
                     log.clone(),
                     config.max_batch,
                     shutdown.clone(),
@@ -146,19 +153,36 @@ impl Gateway {
                     max_packet: config.max_packet_size.as_u64() as usize,
                     ack_timeout: config.ack_timeout,
                 });
-                for (listener, door) in listeners {
-                    let addr = listener.local_addr().ok();
-                    let scheme = match door {
+                for listener in listeners {
+                    let addr = listener.addr;
+                    let scheme = match listener.door {
                         front::Door::Plain => "mqtt",
                         front::Door::Tls { .. } => "mqtts",
                     };
-                    front.spawn(listener, door, shutdown.clone());
-                    tracing::info!(?addr, scheme, "MQTT listener ready");
+                    front.spawn(listener, shutdown.clone());
+                    tracing::info!(%addr, scheme, "MQTT listener ready");
                 }
                 forwarder.spawn(mqtt)?
             }
         };
-        Ok(Gateway { monitor, forwarder })
+        Ok(Gateway {
+            monitor,
+            forwarder,
+            mqtt_addr,
+            tls_addr,
+        })
+    }
+
+    /// Where devices connect with plain MQTT, as bound (the OS's port when configured as 0);
+    /// `None` in bridge mode or with `plain_mqtt = false`.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
+    }
+
+    /// Where devices connect with MQTT over TLS, as bound; `None` without `[gateway.tls]` or in
+    /// bridge mode.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn stats(&self) -> Arc<GatewayStats> {

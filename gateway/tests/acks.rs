@@ -18,7 +18,7 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use support::{
-    FailingUntilCounted, LIMIT, eventually, free_port, open_log, records, stored_count, traffic,
+    FailingUntilCounted, LIMIT, eventually, open_log, records, stored_count, traffic,
     traffic_sequences,
 };
 
@@ -28,9 +28,8 @@ const TOPIC: &str = "city/harbour/traffic/tc-harbour-1";
 /// An embedded-mode gateway admitting any device, appending through `client`; its port.
 fn start(client: Arc<dyn LogClient>) -> (Gateway, u16, CancellationToken, TempDir) {
     let registry_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let config = GatewayConfig {
-        mqtt_listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        mqtt_listen: "127.0.0.1:0".parse().unwrap(),
         allow_anonymous: true,
         ..GatewayConfig::default()
     };
@@ -42,6 +41,7 @@ fn start(client: Arc<dyn LogClient>) -> (Gateway, u16, CancellationToken, TempDi
         token.clone(),
     )
     .unwrap();
+    let port = gateway.mqtt_addr().unwrap().port();
     (gateway, port, token, registry_dir)
 }
 

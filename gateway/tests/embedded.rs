@@ -2,7 +2,6 @@
 //! and `/metrics` plus `/api/devices/status` scraped over HTTP after crafted messages (sequence
 //! numbers with a duplicate, a gap and a restart; malformed payloads).
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,14 +28,6 @@ struct Running {
     _dirs: (TempDir, TempDir),
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(allow_anonymous: bool) -> Running {
     let log_dir = tempfile::tempdir().unwrap();
     let log = Log::open(log_dir.path(), BrokerConfig::default()).unwrap();
@@ -56,9 +47,8 @@ fn start(allow_anonymous: bool) -> Running {
             secret: SECRET.into(),
         })
         .unwrap();
-    let port = free_port();
     let config = GatewayConfig {
-        mqtt_listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        mqtt_listen: "127.0.0.1:0".parse().unwrap(),
         allow_anonymous,
         ..GatewayConfig::default()
     };
@@ -71,10 +61,10 @@ fn start(allow_anonymous: bool) -> Running {
     )
     .unwrap();
     Running {
+        port: gateway.mqtt_addr().unwrap().port(),
         gateway,
         log,
         token,
-        port,
         _dirs: (log_dir, registry_dir),
     }
 }

@@ -67,12 +67,12 @@ fn start_tls_only(cert: PathBuf, key: PathBuf) -> Result<Running, GatewayError> 
             secret: secret_of(DEVICE),
         })
         .unwrap();
-    let (tls_port, plain_port) = (free_port(), free_port());
+    let plain_port = free_port();
     let config = GatewayConfig {
         mqtt_listen: format!("127.0.0.1:{plain_port}").parse().unwrap(),
         plain_mqtt: false,
         tls: Some(TlsConfig {
-            listen: format!("127.0.0.1:{tls_port}").parse().unwrap(),
+            listen: "127.0.0.1:0".parse().unwrap(),
             ..TlsConfig::new(cert, key)
         }),
         ..GatewayConfig::default()
@@ -85,10 +85,10 @@ fn start_tls_only(cert: PathBuf, key: PathBuf) -> Result<Running, GatewayError> 
         token.clone(),
     )?;
     Ok(Running {
+        tls_port: gateway.tls_addr().expect("a TLS listener").port(),
         gateway,
         log,
         token,
-        tls_port,
         plain_port,
         _dirs: (log_dir, registry_dir),
     })
@@ -156,6 +156,7 @@ async fn a_device_that_trusts_the_certificate_publishes_over_tls_with_plain_mqtt
         (1, 0)
     );
     // Nothing listens on the plain port: it is free to bind.
+    assert_eq!(running.gateway.mqtt_addr(), None);
     TcpListener::bind(("127.0.0.1", running.plain_port))
         .expect("gateway.plain_mqtt = false leaves gateway.mqtt_listen unbound");
     running.token.cancel();

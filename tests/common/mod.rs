@@ -30,13 +30,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The default configuration on a temporary data dir, a free MQTT port and an OS-picked HTTP port.
+/// The default configuration on a temporary data dir, every listener on a port the OS picks.
 pub fn test_config(data_dir: &Path) -> PolisConfig {
     let mut config = PolisConfig {
         data_dir: data_dir.to_path_buf(),
         ..PolisConfig::default()
     };
-    config.gateway.mqtt_listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    config.gateway.mqtt_listen = "127.0.0.1:0".parse().unwrap();
     config.dashboard.listen = "127.0.0.1:0".parse().unwrap();
     config.broker.kafka_listen = "127.0.0.1:0".parse().unwrap();
     config.analytics.pg_listen = "127.0.0.1:0".parse().unwrap();
@@ -89,9 +89,10 @@ impl Fleet {
         data_dir: &Path,
         (traffic, energy, vehicles): (usize, usize, usize),
     ) -> Fleet {
+        let mqtt = platform.mqtt_addr().expect("a plain MQTT listener");
         let simulators = SimulatorConfig {
-            mqtt_host: platform.mqtt_addr().ip().to_string(),
-            mqtt_port: platform.mqtt_addr().port(),
+            mqtt_host: mqtt.ip().to_string(),
+            mqtt_port: mqtt.port(),
             traffic_counters: traffic,
             energy_meters: energy,
             vehicles,
