@@ -7,12 +7,14 @@ use std::sync::Arc;
 use arrow::array::{AsArray, StringArray};
 use arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
 use crate::archive::table::PolisTable;
+use crate::float_filter::DirectFloatFilters;
 use crate::store::HotStore;
 
 /// The database name clients connect to and `current_database()` returns.
@@ -30,7 +32,12 @@ pub(crate) fn context(
         .with_information_schema(true)
         .with_default_catalog_and_schema(DATABASE, "public")
         .with_target_partitions(partitions);
-    let ctx = SessionContext::new_with_config(config);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(DirectFloatFilters))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     for name in store.table_names() {
         ctx.register_table(name, Arc::new(PolisTable::new(store.clone(), name)))?;
     }

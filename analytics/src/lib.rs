@@ -21,6 +21,7 @@ mod decode;
 mod duplicates;
 mod error;
 mod flat_json;
+mod float_filter;
 mod format;
 pub mod heap;
 pub mod http;

@@ -38,7 +38,7 @@ const TEMPORARY: &str = "tmp";
 const EXPIRED: &str = "_expired.json";
 /// Rows per row group: small enough that a query reads only the groups its time range
 /// touches and splits even a few of them over its threads, large enough to compress well.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+const ROW_GROUP_ROWS: usize = 512 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct Expired {
