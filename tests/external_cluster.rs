@@ -111,7 +111,12 @@ async fn the_platform_runs_on_an_external_cluster() {
     let malformed = b"{\"intensity\": 3,".to_vec();
     let malformed_topic = "city/harbour/traffic/tc-bad";
     messages.push((malformed_topic.to_string(), malformed.clone()));
-    publish(platform.mqtt_addr().unwrap(), "external-publisher", &messages).await;
+    publish(
+        platform.mqtt_addr().unwrap(),
+        "external-publisher",
+        &messages,
+    )
+    .await;
 
     for (table, expected) in [
         ("traffic", traffic.len() as i64),

@@ -82,7 +82,11 @@ pub(crate) struct Listener {
 pub(crate) fn listeners(config: &GatewayConfig) -> Result<Vec<Listener>, GatewayError> {
     let mut listeners = Vec::new();
     if config.plain_mqtt {
-        listeners.push(listen("gateway.mqtt_listen", config.mqtt_listen, Door::Plain)?);
+        listeners.push(listen(
+            "gateway.mqtt_listen",
+            config.mqtt_listen,
+            Door::Plain,
+        )?);
     }
     if let Some(tls) = &config.tls {
         let door = Door::Tls {
