@@ -19,7 +19,7 @@ use arrow::datatypes::{DataType, Schema};
 use arrow::error::ArrowError;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, Operator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
@@ -36,8 +36,6 @@ pub(crate) struct FloatComparison {
     column: Arc<dyn PhysicalExpr>,
     op: Operator,
     value: f64,
-    /// Arrow's kernel for `op`.
-    kernel: Kernel,
 }
 
 impl FloatComparison {
@@ -58,8 +56,7 @@ impl FloatComparison {
         } else {
             return None;
         };
-        FloatComparison::kernel(op).map(|kernel| FloatComparison {
-            kernel,
+        FloatComparison::kernel(op).map(|_| FloatComparison {
             column: column.clone(),
             op,
             value,
@@ -115,7 +112,9 @@ impl PhysicalExpr for FloatComparison {
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
         let column = self.column.evaluate(batch)?.into_array(batch.num_rows())?;
-        let result = (self.kernel)(&column, &Float64Array::new_scalar(self.value))?;
+        let kernel = FloatComparison::kernel(self.op)
+            .ok_or_else(|| DataFusionError::Internal(format!("{} is not a comparison", self.op)))?;
+        let result = kernel(&column, &Float64Array::new_scalar(self.value))?;
         Ok(ColumnarValue::Array(Arc::new(result)))
     }
 
@@ -128,10 +127,7 @@ impl PhysicalExpr for FloatComparison {
         children: Vec<Arc<dyn PhysicalExpr>>,
     ) -> Result<Arc<dyn PhysicalExpr>> {
         let [column] = <[_; 1]>::try_from(children).map_err(|c| {
-            datafusion::error::DataFusionError::Internal(format!(
-                "a float comparison has one child, not {}",
-                c.len()
-            ))
+            DataFusionError::Internal(format!("a float comparison has one child, not {}", c.len()))
         })?;
         Ok(Arc::new(FloatComparison {
             column,
